@@ -1,0 +1,48 @@
+"""Paddle ops that work the same in dygraph, PIR static graphs and the legacy static IR.
+
+Paddle 3.x routes a few `paddle.*` functions (abs, ceil, sum) through PIR-only kernels, so under
+the legacy IR (`FLAGS_enable_pir_api=0`) they raise TypeError; here they are appended as plain ops.
+"""
+import paddle
+
+
+def pir_enabled():
+    """True when static programs are built as PIR (Paddle 3.x default), False for the legacy IR."""
+    use_pir = getattr(paddle.framework, "use_pir_api", None)
+    return bool(use_pir and use_pir())
+
+
+def legacy_static():
+    """True while building a legacy-IR static program (where some paddle.* functions break)."""
+    return not paddle.in_dynamic_mode() and not pir_enabled()
+
+
+def _append_legacy_op(op_type, x, attrs=None):
+    from paddle.base.layer_helper import LayerHelper
+
+    helper = LayerHelper(op_type)
+    out = helper.create_variable_for_type_inference(x.dtype)
+    helper.append_op(type=op_type, inputs={"X": [x]}, outputs={"Out": [out]}, attrs=attrs or {})
+    return out
+
+
+def abs(x):  # noqa: A001 - mirrors paddle.abs
+    """|x|."""
+    return _append_legacy_op("abs", x) if legacy_static() else paddle.abs(x)
+
+
+def ceil(x):
+    """Smallest integer >= x, elementwise (float result)."""
+    return _append_legacy_op("ceil", x) if legacy_static() else paddle.ceil(x)
+
+
+def total(x):
+    """Sum of all elements, as a 1-element tensor."""
+    if legacy_static():
+        return _append_legacy_op("reduce_sum", x, {"dim": [0], "keep_dim": False, "reduce_all": True})
+    return paddle.sum(x)
+
+
+def largest(x):
+    """The largest element of a 1-D tensor, as a 1-element tensor."""
+    return paddle.topk(x, 1)[0]

@@ -1,0 +1,47 @@
+"""Sparsity figures read from a scope: whole model, pruned set, and per layer."""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import static
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    name: str
+    shape: tuple
+    size: int
+    zeros: int
+
+    @property
+    def sparsity(self):
+        return self.zeros / self.size if self.size else 0.0
+
+
+def layer_sparsity(scope, params):
+    """Per-parameter zero counts for the given static.Param list."""
+    rows = []
+    for p in params:
+        values = static.read(scope, p.name)
+        rows.append(LayerSparsity(p.name, tuple(values.shape), int(values.size), int(values.size - np.count_nonzero(values))))
+    return rows
+
+
+def overall(rows):
+    """Fraction of zeros over all weights in the rows (0 for an empty set)."""
+    size = sum(r.size for r in rows)
+    return sum(r.zeros for r in rows) / size if size else 0.0
+
+
+def summary(scope, model_params, pruned_names):
+    """{'model': sparsity over all parameters, 'pruned': over the pruned set, 'layers': per-layer rows}."""
+    rows = layer_sparsity(scope, model_params)
+    pruned = [r for r in rows if r.name in set(pruned_names)]
+    return {
+        "model": overall(rows),
+        "pruned": overall(pruned),
+        "layers": [
+            {"name": r.name, "shape": list(r.shape), "size": r.size, "sparsity": r.sparsity, "pruned": r.name in set(pruned_names)}
+            for r in rows
+        ],
+    }
