@@ -1,0 +1,52 @@
+"""Registry of image classifiers built only from paddle.nn layers, usable in dygraph and both static IRs."""
+
+from collections import namedtuple
+from functools import partial
+
+from .mobilenet_v1 import MobileNetV1
+from .mobilenet_v2 import MobileNetV2
+from .resnet import ResNet
+
+__all__ = ["create", "names", "MobileNetV1", "MobileNetV2", "ResNet"]
+
+# Inputs at most this wide (MNIST 28, CIFAR 32) get a stride-1 stem so maps do not collapse early.
+SMALL_INPUT_MAX_SIZE = 64
+
+# builder(num_classes, in_channels, small_input, **extra); supports_scale says whether `scale` is accepted.
+_Entry = namedtuple("_Entry", ["builder", "supports_scale"])
+
+_REGISTRY = {
+    "MobileNet": _Entry(MobileNetV1, True),
+    "mobilenet_v1": _Entry(MobileNetV1, True),
+    "MobileNetV2": _Entry(MobileNetV2, True),
+    "mobilenet_v2": _Entry(MobileNetV2, True),
+    "ResNet18": _Entry(partial(ResNet, 18), False),
+    "resnet18": _Entry(partial(ResNet, 18), False),
+    "ResNet34": _Entry(partial(ResNet, 34), False),
+    "resnet34": _Entry(partial(ResNet, 34), False),
+    "ResNet50": _Entry(partial(ResNet, 50), False),
+    "resnet50": _Entry(partial(ResNet, 50), False),
+}
+
+
+def names():
+    """Registered model names, in registration order."""
+    return list(_REGISTRY)
+
+
+def create(name, num_classes=10, in_channels=3, scale=1.0, image_size=224):
+    """Build the registered model `name` for `image_size`-pixel inputs with `in_channels` channels."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; accepted names: {', '.join(_REGISTRY)}")
+    entry = _REGISTRY[name]
+    extra = {}
+    if entry.supports_scale:
+        extra["scale"] = scale
+    elif scale != 1.0:
+        raise ValueError(f"model {name!r} does not support a width multiplier; got scale={scale}, expected 1.0")
+    return entry.builder(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        small_input=image_size <= SMALL_INPUT_MAX_SIZE,
+        **extra,
+    )

@@ -1,0 +1,1 @@
+"""Training suite: data loading, training loops and experiment helpers."""
