@@ -86,17 +86,20 @@ def kth_smallest(scores, k, bins=HISTOGRAM_BINS):
 
     A histogram select: one pass buckets the scores (bucket 0 holds exact zeros, buckets 1..bins
     split (0, max] evenly), a prefix sum finds the bucket holding the k-th value, and only that
-    bucket's few values are ranked. No full sort.
+    bucket's few values are ranked. No full sort; already-pruned zeros cost nothing to rank.
     """
     top = paddle.clip(ops.largest(scores), min=1e-30)
-    bucket = paddle.cast(ops.ceil(scores * (bins / top)), "int64")
-    counts = paddle.bincount(bucket, minlength=bins + 2)
-    reached = paddle.cumsum(counts)
+    bucket = ops.ceil(scores * (bins / top))
+    counts = paddle.bincount(paddle.cast(bucket, "int32"), minlength=bins + 2)
+    reached = paddle.cumsum(paddle.cast(counts, "int64"))
     index = paddle.searchsorted(reached, k)
     below = paddle.gather(paddle.concat([paddle.zeros([1], reached.dtype), reached]), index)
-    candidates = paddle.masked_select(scores, bucket == index)
-    smallest = paddle.topk(candidates, k - below, largest=False, sorted=False)[0]
-    return ops.largest(smallest)
+    # bucket 0 holds only zeros: then the answer is 0 and nothing needs ranking (index -1 selects nothing)
+    chosen = paddle.cast(paddle.where(index > 0, index, paddle.full_like(index, -1)), bucket.dtype)
+    in_bucket = (bucket > chosen - 0.5) & (bucket < chosen + 0.5)
+    candidates = paddle.concat([paddle.zeros([1], scores.dtype), paddle.masked_select(scores, in_bucket)])
+    rank = paddle.where(index > 0, k - below + 1, paddle.ones_like(k))  # +1: the leading 0 sentinel
+    return ops.largest(paddle.topk(candidates, rank, largest=False, sorted=False)[0])
 
 
 def ratio_threshold(scores, k):

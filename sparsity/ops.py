@@ -1,6 +1,6 @@
 """Paddle ops that work the same in dygraph, PIR static graphs and the legacy static IR.
 
-Paddle 3.x routes a few `paddle.*` functions (abs, ceil, sum) through PIR-only kernels, so under
+Paddle 3.x routes a few `paddle.*` functions (abs, ceil, sum, max) through PIR-only kernels, so under
 the legacy IR (`FLAGS_enable_pir_api=0`) they raise TypeError; here they are appended as plain ops.
 """
 import paddle
@@ -44,5 +44,7 @@ def total(x):
 
 
 def largest(x):
-    """The largest element of a 1-D tensor, as a 1-element tensor."""
-    return paddle.topk(x, 1)[0]
+    """The largest element, as a 1-element tensor (a reduction: far cheaper than topk on CPU)."""
+    if legacy_static():
+        return _append_legacy_op("reduce_max", x, {"dim": [0], "keep_dim": False, "reduce_all": True})
+    return paddle.reshape(paddle.max(x), [1])
