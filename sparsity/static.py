@@ -47,7 +47,7 @@ def parameters(program):
         if op.name() == "builtin.parameter":
             value = op.result(0)
             found.append(Param(op.attrs()["parameter_name"], tuple(value.shape), value))
-    return found
+    return found[::-1]  # PIR inserts each new parameter op at the top of the block
 
 
 def _source_parameter(value, depth=3):
@@ -146,3 +146,15 @@ def read(scope, name):
 
 def write(scope, name, array, place):
     scope.var(name).get_tensor().set(np.ascontiguousarray(array), place)
+
+
+def persistables(program):
+    """{name: shape} of every persistable of the program: parameters, masks, optimizer state, LR."""
+    if pir_enabled():
+        from paddle.static.pir_io import get_pir_parameters
+
+        params, opts = get_pir_parameters(program)
+        return {v.name: tuple(v.shape) for v in params + opts if v.persistable}
+    from paddle.static.io import is_persistable
+
+    return {v.name: tuple(v.shape) for v in program.list_vars() if is_persistable(v)}

@@ -1,0 +1,141 @@
+"""Atomic checkpoints that resume exactly: persistables + run state + a manifest with checksums.
+
+A checkpoint is a folder MODEL_PATH/epoch_N holding `model.pdparams`/`model.pdopt` (every
+persistable of the training program: weights, masks, optimizer state), `state.json` (epoch,
+step, LR schedule, pruner state, flags) and `manifest.json` (sizes and SHA-256 of the files).
+It is written to a temporary folder and renamed into place; `latest` is a symlink swapped
+atomically, so it only ever names a complete checkpoint.
+"""
+import hashlib
+import json
+import os
+import shutil
+
+import paddle
+
+FORMAT_VERSION = 1
+PREFIX = "model"
+STATE = "state.json"
+MANIFEST = "manifest.json"
+LATEST = "latest"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or belongs to another model or IR; the message says which."""
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_tree(folder):
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name), "rb") as f:
+            os.fsync(f.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(model_path, epoch, program, state, keep=0):
+    """Write MODEL_PATH/epoch_N atomically, point `latest` at it, keep the newest `keep` (0: all)."""
+    os.makedirs(model_path, exist_ok=True)
+    name = f"epoch_{epoch}"
+    final = os.path.join(model_path, name)
+    staging = os.path.join(model_path, f".tmp-{name}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    try:
+        paddle.static.save(program, os.path.join(staging, PREFIX))
+        with open(os.path.join(staging, STATE), "w") as f:
+            json.dump({"format_version": FORMAT_VERSION, **state}, f, indent=1, sort_keys=True)
+        files = sorted(os.listdir(staging))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "files": {n: {"size": os.path.getsize(os.path.join(staging, n)), "sha256": _sha256(os.path.join(staging, n))} for n in files},
+        }
+        with open(os.path.join(staging, MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+        _fsync_tree(staging)
+        if os.path.isdir(final):  # an older checkpoint of the same epoch (a re-run) is replaced whole
+            shutil.rmtree(final)
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    link = os.path.join(model_path, f".tmp-{LATEST}-{os.getpid()}")
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(name, link)
+    os.replace(link, os.path.join(model_path, LATEST))
+    if keep:
+        _prune_old(model_path, keep)
+    return final
+
+
+def _prune_old(model_path, keep):
+    epochs = sorted(
+        (int(n.split("_")[1]) for n in os.listdir(model_path) if n.startswith("epoch_") and n.split("_")[1].isdigit()),
+        reverse=True,
+    )
+    for epoch in epochs[keep:]:
+        shutil.rmtree(os.path.join(model_path, f"epoch_{epoch}"), ignore_errors=True)
+
+
+def resolve(path):
+    """The checkpoint folder for PATH: a checkpoint itself, or a model_path whose `latest` names one."""
+    if os.path.isfile(os.path.join(path, MANIFEST)):
+        return path
+    latest = os.path.join(path, LATEST)
+    if os.path.isfile(os.path.join(latest, MANIFEST)):
+        return os.path.realpath(latest)
+    raise CheckpointError(f"no checkpoint at {path}: expected {MANIFEST} there or a '{LATEST}' link to a checkpoint folder")
+
+
+def verify(folder):
+    """Check the manifest: every file present with its size and checksum. Returns state.json's content."""
+    folder = resolve(folder)
+    try:
+        with open(os.path.join(folder, MANIFEST)) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{folder}/{MANIFEST} is unreadable ({exc}); the checkpoint is corrupt, use an earlier one") from exc
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{folder} has checkpoint format {manifest.get('format_version')!r}, this suite reads {FORMAT_VERSION}")
+    for name, want in manifest["files"].items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{path} is missing; the checkpoint is incomplete, use an earlier one")
+        if os.path.getsize(path) != want["size"]:
+            raise CheckpointError(f"{path} is {os.path.getsize(path)} bytes, the manifest says {want['size']}: truncated or corrupt, use an earlier checkpoint")
+        if _sha256(path) != want["sha256"]:
+            raise CheckpointError(f"{path} fails its SHA-256 check: the checkpoint is corrupt, use an earlier one")
+    with open(os.path.join(folder, STATE)) as f:
+        return json.load(f)
+
+
+def read_persistables(folder):
+    """{name: ndarray} of every persistable saved in the checkpoint (call verify first)."""
+    return paddle.static.load_program_state(os.path.join(resolve(folder), PREFIX))
+
+
+def check_compatible(values, expected, folder):
+    """Refuse before loading anything when a needed persistable is missing or has another shape.
+
+    `expected` maps names to shapes; returns the subset of `values` to load.
+    """
+    missing = sorted(n for n in expected if n not in values)
+    if missing:
+        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+        raise CheckpointError(f"{folder} does not match this model: {len(missing)} variable(s) missing ({shown}); check --model, --scale and the pruning flags")
+    for name, shape in expected.items():
+        got = tuple(values[name].shape)
+        if tuple(shape) != got:
+            raise CheckpointError(f"{folder} does not match this model: {name} has shape {list(got)}, the model needs {list(shape)}; check --model, --scale and --data")
+    return {n: values[n] for n in expected}

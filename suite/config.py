@@ -1,0 +1,68 @@
+"""Flag validation done before any training or writing: every bad value gets one clear line."""
+import os
+
+import models
+from suite.data import DATASETS
+
+
+class ConfigError(ValueError):
+    """A flag has a bad value; the message names it and what is accepted."""
+
+
+def str2bool(text):
+    """PaddleSlim-style boolean flags: --local_sparsity True / False (also 1/0, yes/no)."""
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes", "y"):
+        return True
+    if value in ("false", "0", "no", "n"):
+        return False
+    raise ValueError(f"expected True or False, got {text!r}")
+
+
+def _require(condition, message):
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate(cfg):
+    """Check the training flags against each other; raises ConfigError."""
+    _require(cfg.data in DATASETS, f"--data {cfg.data!r} is not a known dataset; choose one of {', '.join(sorted(DATASETS))}")
+    _require(cfg.model in models.names(), f"--model {cfg.model!r} is not a known model; choose one of {', '.join(models.names())}")
+    _require(0.0 <= cfg.ratio < 1.0, f"--ratio {cfg.ratio} is outside [0, 1); pass the fraction of weights to prune, e.g. 0.75")
+    _require(cfg.threshold >= 0, f"--threshold {cfg.threshold} is negative; pass a magnitude >= 0")
+    _require(
+        len(cfg.sparse_block) == 2 and all(b >= 1 for b in cfg.sparse_block),
+        f"--sparse_block {' '.join(map(str, cfg.sparse_block))} must be two positive integers, e.g. --sparse_block 2 1",
+    )
+    _require(cfg.batch_size >= 1, f"--batch_size {cfg.batch_size} must be >= 1")
+    _require(cfg.num_epochs >= 1, f"--num_epochs {cfg.num_epochs} must be >= 1")
+    _require(cfg.lr > 0, f"--lr {cfg.lr} must be > 0")
+    _require(cfg.scale > 0, f"--scale {cfg.scale} must be > 0")
+    _require(cfg.image_size is None or cfg.image_size >= 8, f"--image_size {cfg.image_size} must be >= 8")
+    _require(cfg.log_period >= 1 and cfg.test_period >= 1 and cfg.model_period >= 1, "--log_period, --test_period and --model_period must be >= 1")
+    _require(cfg.keep_checkpoints >= 0, f"--keep_checkpoints {cfg.keep_checkpoints} must be >= 0 (0 keeps all)")
+    if cfg.pruning_strategy == "gmp":
+        _require(cfg.pruning_mode == "ratio", "--pruning_mode threshold cannot be used with --pruning_strategy gmp; GMP ramps a ratio: use --pruning_mode ratio")
+        for name in ("stable_epochs", "pruning_epochs", "tunning_epochs"):
+            _require(getattr(cfg, name) >= 0, f"--{name} {getattr(cfg, name)} must be >= 0")
+        _require(cfg.pruning_steps >= 1, f"--pruning_steps {cfg.pruning_steps} must be >= 1")
+        _require(cfg.pruning_epochs >= 1, "--pruning_epochs must be >= 1 with --pruning_strategy gmp")
+        _require(0.0 <= cfg.initial_ratio <= cfg.ratio, f"--initial_ratio {cfg.initial_ratio} must be in [0, --ratio {cfg.ratio}]")
+    if cfg.last_epoch is not None:
+        _require(cfg.checkpoint is not None, "--last_epoch needs --checkpoint DIR (the checkpoint to continue from)")
+    _require(not (cfg.resume and cfg.checkpoint), "--resume and --checkpoint both name where to continue from; pass one")
+    if cfg.checkpoint:
+        _require(os.path.isdir(cfg.checkpoint), f"--checkpoint {cfg.checkpoint} is not a folder; pass a checkpoint folder such as MODEL_PATH/epoch_3")
+    if cfg.pretrained_model:
+        _require(os.path.isdir(cfg.pretrained_model), f"--pretrained_model {cfg.pretrained_model} is not a folder; pass a checkpoint folder of a dense run")
+
+
+def check_gmp_fits(cfg, steps_per_epoch):
+    """GMP phases in iterations must hold at least one iteration per pruning step."""
+    if cfg.pruning_strategy == "gmp":
+        iterations = cfg.pruning_epochs * steps_per_epoch
+        _require(
+            cfg.pruning_steps <= iterations,
+            f"--pruning_steps {cfg.pruning_steps} exceeds the {iterations} iterations of --pruning_epochs {cfg.pruning_epochs} "
+            f"({steps_per_epoch} per epoch); lower --pruning_steps or raise --pruning_epochs",
+        )

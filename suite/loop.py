@@ -1,0 +1,64 @@
+"""One epoch of training and one pass of evaluation; the pruner steps after every update."""
+import math
+import time
+
+import numpy as np
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or Inf; training stops and no checkpoint is written over the last good one."""
+
+
+def topk_correct(logits, labels, k):
+    """How many rows have their label among the k largest logits."""
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return int((top == labels.reshape(-1, 1)).any(axis=1).sum())
+
+
+def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sparsity_of):
+    """Run one epoch; returns the number of steps taken. `sparsity_of()` gives the pruned-set sparsity."""
+    window = {"loss": 0.0, "top1": 0, "top5": 0, "seen": 0, "read": 0.0, "batch": 0.0, "steps": 0}
+    step = 0
+    tick = time.perf_counter()
+    for step, (images, labels) in enumerate(batches, start=1):
+        read = time.perf_counter() - tick
+        loss, logits = exe.run(graph.main, feed={"image": images, "label": labels}, fetch_list=[graph.loss, graph.logits])
+        loss = float(np.asarray(loss).reshape(-1)[0])
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"loss is {loss} at epoch {epoch}, batch {step}: lower --lr or check the data; the last good checkpoint is kept")
+        if graph.pruner:
+            graph.pruner.step()
+        lr = graph.lr.get_lr()
+        graph.lr.step()
+        window["loss"] += loss
+        window["top1"] += topk_correct(logits, labels, 1)
+        window["top5"] += topk_correct(logits, labels, 5)
+        window["seen"] += len(labels)
+        window["read"] += read
+        window["batch"] += time.perf_counter() - tick
+        window["steps"] += 1
+        if step % log_period == 0 or step == steps_per_epoch:
+            n, seen = window["steps"], window["seen"]
+            sparsity = sparsity_of()
+            log.line(
+                f"epoch {epoch} batch {step}/{steps_per_epoch} lr {lr:.5f} loss {window['loss'] / n:.4f} "
+                f"top1 {window['top1'] / seen:.4f} top5 {window['top5'] / seen:.4f} sparsity {sparsity:.4f} "
+                f"reader {window['read'] / n:.3f}s batch {window['batch'] / n:.3f}s {seen / window['batch']:.1f} images/s"
+            )
+            global_step = epoch * steps_per_epoch + step
+            log.scalars(global_step, {"train/loss": window["loss"] / n, "train/acc_top1": window["top1"] / seen, "train/lr": lr, "train/sparsity": sparsity})
+            window = dict.fromkeys(window, 0)
+        tick = time.perf_counter()
+    return step
+
+
+def evaluate(exe, program, logits_var, batches):
+    """Top-1 and top-5 accuracy and the sample count over all batches."""
+    top1 = top5 = seen = 0
+    for images, labels in batches:
+        (logits,) = exe.run(program, feed={"image": images, "label": labels}, fetch_list=[logits_var])
+        top1 += topk_correct(logits, labels, 1)
+        top5 += topk_correct(logits, labels, 5)
+        seen += len(labels)
+    return {"top1": top1 / max(seen, 1), "top5": top5 / max(seen, 1), "samples": seen}

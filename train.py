@@ -1,0 +1,218 @@
+"""Train a model in a static graph while a pruner keeps its weights sparse.
+
+    python train.py --data fashion_mnist --model MobileNet --scale 0.25 --pruning_strategy gmp --ratio 0.75
+    python -m paddle.distributed.launch --gpus 0,1,2,3 train.py ...   (data parallel, --batch_size per card)
+
+Flags follow PaddleSlim's unstructured-pruning demo; see README.md for all of them.
+"""
+import argparse
+import os
+import sys
+
+import paddle
+
+from sparsity import UnstructuredPruner, selection, static
+from suite import checkpoint, config, data, distributed, loop, program
+from suite.log import RunLog, plot_history
+
+# Flags that define a run: a checkpoint made with other values is refused on resume.
+DEFINING_FLAGS = ("data", "model", "scale", "image_size", "pruning_strategy", "pruning_mode", "sparse_block", "prune_params_type", "local_sparsity")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Sparse training of vision models (PaddlePaddle static graph).")
+    add = p.add_argument
+    add("--data", default="fashion_mnist", help="fashion_mnist | mnist | cifar10 | imagenet")
+    add("--data_dir", default=None, help="dataset folder (default: the dataset's usual place)")
+    add("--model", default="MobileNet", help="model name from models/ (MobileNet, MobileNetV2, ResNet18, ...)")
+    add("--scale", type=float, default=1.0, help="width multiplier of MobileNets")
+    add("--image_size", type=int, default=None, help="input size (default: the dataset's native size)")
+    add("--batch_size", type=int, default=64, help="batch size per card")
+    add("--batch_size_for_validation", type=int, default=256)
+    add("--num_epochs", type=int, default=120)
+    add("--lr", type=float, default=0.1)
+    add("--lr_strategy", default="piecewise_decay", choices=["piecewise_decay", "cosine_decay"])
+    add("--step_epochs", type=int, nargs="+", default=[30, 60, 90], help="epochs where piecewise_decay divides the LR by 10")
+    add("--l2_decay", type=float, default=3e-5)
+    add("--momentum_rate", type=float, default=0.9)
+    add("--pruning_strategy", default="base", choices=["base", "gmp", "none"], help="none trains dense (a baseline)")
+    add("--pruning_mode", default="ratio", choices=["ratio", "threshold"])
+    add("--ratio", type=float, default=0.55, help="fraction of the pruned set to zero")
+    add("--threshold", type=float, default=1e-2, help="threshold mode: |w| below this is zeroed")
+    add("--sparse_block", type=int, nargs="+", default=[1, 1], help="m n: prune m x n blocks (2 1: semi-structured)")
+    add("--prune_params_type", default=None, choices=[None, "conv1x1_only"])
+    add("--local_sparsity", type=config.str2bool, default=False, help="True: the ratio applies to each parameter")
+    add("--stable_epochs", type=int, default=0)
+    add("--pruning_epochs", type=int, default=60)
+    add("--tunning_epochs", type=int, default=60)
+    add("--pruning_steps", type=int, default=100, help="GMP: number of ratio increments")
+    add("--initial_ratio", type=float, default=0.15)
+    add("--pretrained_model", default=None, help="checkpoint folder of a dense run to prune and fine-tune")
+    add("--checkpoint", default=None, help="checkpoint folder to continue from (PaddleSlim style)")
+    add("--last_epoch", type=int, default=None, help="with --checkpoint: the epoch it was saved at")
+    add("--resume", action="store_true", help="continue from MODEL_PATH/latest if there is one")
+    add("--model_path", default="output", help="where checkpoints go (MODEL_PATH/epoch_N, MODEL_PATH/latest)")
+    add("--model_period", type=int, default=1, help="checkpoint every N epochs (and at the end)")
+    add("--keep_checkpoints", type=int, default=3, help="keep the newest N checkpoints (0: all)")
+    add("--test_period", type=int, default=1, help="evaluate every N epochs (and at the end)")
+    add("--log_period", type=int, default=100, help="a progress line every N batches")
+    add("--log_dir", default=None, help="VisualDL log folder")
+    add("--num_workers", type=int, default=2, help="decoding processes for ImageNet folders")
+    add("--use_gpu", type=config.str2bool, default=None, help="default: GPU when Paddle has CUDA and one is visible")
+    add("--seed", type=int, default=0)
+    add("--train_subset", type=int, default=None, help="use only the first N training samples (quick runs)")
+    add("--test_subset", type=int, default=None, help="use only the first N test samples")
+    return p.parse_args(argv)
+
+
+def choose_place(use_gpu):
+    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if use_gpu and not has_gpu:
+        raise config.ConfigError("--use_gpu True but this Paddle has no CUDA device; install paddlepaddle-gpu or pass --use_gpu False")
+    if use_gpu is False:
+        return paddle.CPUPlace()
+    return static.default_place()
+
+
+def find_resume_point(cfg):
+    """The checkpoint folder to continue from (or None), verified and checked against the flags."""
+    if cfg.resume:
+        latest = os.path.join(cfg.model_path, checkpoint.LATEST)
+        if not os.path.exists(latest):
+            return None, None
+        folder = checkpoint.resolve(latest)
+    elif cfg.checkpoint:
+        folder = checkpoint.resolve(cfg.checkpoint)
+    else:
+        return None, None
+    state = checkpoint.verify(folder)
+    ir = "pir" if static.pir_enabled() else "legacy"
+    if state.get("ir") != ir:
+        raise checkpoint.CheckpointError(f"{folder} was written under the {state.get('ir')} IR, this run uses {ir}; set FLAGS_enable_pir_api to match")
+    for name in DEFINING_FLAGS:
+        saved, now = state["flags"].get(name), getattr(cfg, name)
+        if saved != now:
+            raise checkpoint.CheckpointError(f"{folder} is for --{name} {saved}, this run has --{name} {now}; pass the same value or another --model_path")
+    if cfg.last_epoch is not None and cfg.last_epoch != state["epoch"]:
+        raise checkpoint.CheckpointError(f"--last_epoch {cfg.last_epoch} but {folder} was saved after epoch {state['epoch']}")
+    return folder, state
+
+
+def load_into_scope(folder, names_shapes, place):
+    values = checkpoint.check_compatible(checkpoint.read_persistables(folder), names_shapes, folder)
+    scope = paddle.static.global_scope()
+    for name, value in values.items():
+        static.write(scope, name, value, place)
+
+
+def setup(cfg):
+    """Everything that can fail on bad input, before any training or writing."""
+    config.validate(cfg)
+    info = data.DATASETS[cfg.data]
+    cfg.image_size = cfg.image_size or info.image_size
+    rank, nranks = distributed.world()
+    train_set = data.load_dataset(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.train_subset)
+    test_set = data.load_dataset(cfg.data, "test", cfg.data_dir, cfg.image_size, cfg.test_subset)
+    steps = data.num_batches(train_set, cfg.batch_size, nranks)
+    if steps < 1:
+        raise config.ConfigError(f"{len(train_set)} training samples make no full batch of --batch_size {cfg.batch_size} on {nranks} card(s); lower --batch_size")
+    config.check_gmp_fits(cfg, steps)
+    folder, state = find_resume_point(cfg)
+    if cfg.pretrained_model:
+        checkpoint.verify(cfg.pretrained_model)
+    place = choose_place(cfg.use_gpu)
+    return info, train_set, test_set, steps, folder, state, place, rank, nranks
+
+
+def main(argv=None):
+    cfg = parse_args(argv)
+    try:
+        info, train_set, test_set, steps, folder, state, place, rank, nranks = setup(cfg)
+    except (config.ConfigError, data.DataError, checkpoint.CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log = RunLog(cfg.log_dir, rank)
+    team = distributed.init(place, rank, nranks)
+    paddle.enable_static()
+    paddle.seed(cfg.seed)
+    num_classes = getattr(train_set, "num_classes", info.num_classes)
+    graph = program.build(cfg, info.in_channels, num_classes, steps, place, nranks)
+    exe = paddle.static.Executor(place)
+    exe.run(graph.startup)
+
+    start_epoch, history = 0, []
+    if cfg.pretrained_model:
+        weights = {p.name: p.shape for p in selection.model_params(graph.main)}
+        load_into_scope(checkpoint.resolve(cfg.pretrained_model), weights, place)
+        log.line(f"loaded pretrained weights from {cfg.pretrained_model}")
+    if folder:
+        load_into_scope(folder, static.persistables(graph.main), place)
+        graph.lr.set_state_dict(state["lr"])
+        if graph.pruner:
+            graph.pruner.set_state_dict(state["pruner"])
+        start_epoch, history = state["epoch"] + 1, state.get("history", [])
+        log.line(f"resumed from {folder} (epoch {state['epoch']} done, step {state['step']})")
+    elif cfg.resume:
+        log.line(f"no checkpoint in {cfg.model_path} yet: starting from scratch")
+
+    pruner = graph.pruner
+    pruned_sparsity = (lambda: pruner.sparsity()["pruned"]) if pruner else (lambda: 0.0)
+    log.line(
+        f"{cfg.model} x{cfg.scale} on {cfg.data} ({len(train_set)} train / {len(test_set)} test, {cfg.image_size}px), "
+        f"{steps} steps/epoch x {nranks} card(s), place {place}, IR {'PIR' if static.pir_enabled() else 'legacy'}, "
+        f"pruning {cfg.pruning_strategy}" + (f" ({len(pruner.params)} parameters, target ratio {cfg.ratio})" if pruner else "")
+    )
+    try:
+        for epoch in range(start_epoch, cfg.num_epochs):
+            batches = data.batches(train_set, cfg.batch_size, True, cfg.seed, epoch, rank, nranks, num_workers=cfg.num_workers, augment=cfg.data == "cifar10")
+            loop.train_epoch(exe, graph, batches, epoch, steps, log, cfg.log_period, pruned_sparsity)
+            last = epoch == cfg.num_epochs - 1
+            if rank == 0 and ((epoch + 1) % cfg.test_period == 0 or last):
+                test_batches = data.batches(test_set, cfg.batch_size_for_validation, False, drop_last=False, num_workers=cfg.num_workers)
+                result = loop.evaluate(exe, graph.test, graph.test_logits, test_batches)
+                report = pruner.sparsity() if pruner else {"model": UnstructuredPruner.total_sparse(graph.main), "pruned": 0.0}
+                row = {"epoch": epoch, "top1": result["top1"], "top5": result["top5"], "model_sparsity": report["model"], "pruned_sparsity": report["pruned"]}
+                history.append(row)
+                log.line(f"test epoch {epoch}: top1 {row['top1']:.4f} top5 {row['top5']:.4f} sparsity model {row['model_sparsity']:.4f} pruned {row['pruned_sparsity']:.4f}")
+                log.scalars((epoch + 1) * steps, {"test/acc_top1": row["top1"], "test/acc_top5": row["top5"], "sparsity/model": row["model_sparsity"], "sparsity/pruned": row["pruned_sparsity"]})
+            if (epoch + 1) % cfg.model_period == 0 or last:
+                save_checkpoint(cfg, graph, epoch, steps, history, team, log)
+    except loop.NonFiniteLoss as exc:
+        log.line(f"error: {exc}")
+        return 3
+    finally:
+        log.close()
+    if rank == 0 and history:
+        path = plot_history(history, os.path.join(cfg.model_path, "curves.png"))
+        final = history[-1]
+        log.line(
+            f"final: top1 {final['top1']:.4f} top5 {final['top5']:.4f} sparsity model {final['model_sparsity']:.4f} "
+            f"pruned {final['pruned_sparsity']:.4f}; checkpoint {os.path.join(cfg.model_path, checkpoint.LATEST)}" + (f"; curves {path}" if path else "")
+        )
+    return 0
+
+
+def save_checkpoint(cfg, graph, epoch, steps, history, team, log):
+    """Rank 0 writes the checkpoint; every rank waits until it is complete."""
+    if team.rank == 0:
+        state = {
+            "epoch": epoch,
+            "step": (epoch + 1) * steps,
+            "ir": "pir" if static.pir_enabled() else "legacy",
+            "nranks": team.nranks,
+            "flags": vars(cfg),
+            "lr": graph.lr.state_dict(),
+            "pruner": graph.pruner.state_dict() if graph.pruner else None,
+            "history": history,
+        }
+        try:
+            path = checkpoint.save(cfg.model_path, epoch, graph.main, state, keep=cfg.keep_checkpoints)
+        except OSError as exc:
+            log.line(f"error: could not write the checkpoint of epoch {epoch} to {cfg.model_path} ({exc}); the previous checkpoint is kept")
+            raise SystemExit(4) from exc
+        log.line(f"saved {path}")
+    team.barrier()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
