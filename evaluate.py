@@ -5,6 +5,7 @@
 
 Model and data flags default to the ones saved with the checkpoint.
 """
+import suite  # noqa: F401,I001 - first: prepares the process for Paddle (see suite/__init__.py)
 import argparse
 import json
 import sys

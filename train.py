@@ -5,6 +5,7 @@
 
 Flags follow PaddleSlim's unstructured-pruning demo; see README.md for all of them.
 """
+import suite  # noqa: F401,I001 - first: prepares the process for Paddle (see suite/__init__.py)
 import argparse
 import os
 import sys

@@ -11,10 +11,11 @@ import statistics
 import sys
 import time
 
-import numpy as np
-import paddle
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import suite  # noqa: E402,F401,I001 - before paddle (see suite/__init__.py)
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+
 import models  # noqa: E402
 from sparsity import UnstructuredPruner, static  # noqa: E402
 

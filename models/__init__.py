@@ -3,11 +3,12 @@
 from collections import namedtuple
 from functools import partial
 
+from .lenet import LeNet
 from .mobilenet_v1 import MobileNetV1
 from .mobilenet_v2 import MobileNetV2
 from .resnet import ResNet
 
-__all__ = ["create", "names", "MobileNetV1", "MobileNetV2", "ResNet"]
+__all__ = ["create", "names", "LeNet", "MobileNetV1", "MobileNetV2", "ResNet"]
 
 # Inputs at most this wide (MNIST 28, CIFAR 32) get a stride-1 stem so maps do not collapse early.
 SMALL_INPUT_MAX_SIZE = 64
@@ -26,6 +27,8 @@ _REGISTRY = {
     "resnet34": _Entry(partial(ResNet, 34), False),
     "ResNet50": _Entry(partial(ResNet, 50), False),
     "resnet50": _Entry(partial(ResNet, 50), False),
+    "LeNet": _Entry(LeNet, False),
+    "lenet": _Entry(LeNet, False),
 }
 
 

@@ -16,8 +16,11 @@ def is_conv1x1(shape):
 
 
 def model_params(program):
-    """Every parameter of the model itself (the pruner's masks excluded)."""
-    return [p for p in static.parameters(program) if not static.is_mask_name(p.name)]
+    """The model's own parameters: trainable ones and normalization statistics (no masks, no LR variable)."""
+    norm_inputs = static.normalization_inputs(program)
+    return [
+        p for p in static.parameters(program) if not static.is_mask_name(p.name) and (p.trainable or p.name in norm_inputs)
+    ]
 
 
 def prunable_params(program, prune_params_type=None, skip_params_func=None):

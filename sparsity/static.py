@@ -17,11 +17,12 @@ NORM_OPS = {"batch_norm", "sync_batch_norm", "layer_norm", "group_norm", "instan
 
 @dataclass(frozen=True)
 class Param:
-    """A parameter of a program: its name, static shape, and its handle in that program."""
+    """A parameter of a program: its name, static shape, handle in that program, and whether it trains."""
 
     name: str
     shape: tuple
     handle: object
+    trainable: bool = True
 
 
 def mask_name(param_name):
@@ -41,12 +42,14 @@ def _op_type(op):
 def parameters(program):
     """Every parameter of the program in creation order, masks included."""
     if not pir_enabled():
-        return [Param(p.name, tuple(p.shape), p) for p in program.global_block().all_parameters()]
+        return [Param(p.name, tuple(p.shape), p, p.trainable) for p in program.global_block().all_parameters()]
     found = []
     for op in program.global_block().ops:
         if op.name() == "builtin.parameter":
             value = op.result(0)
-            found.append(Param(op.attrs()["parameter_name"], tuple(value.shape), value))
+            attrs = op.attrs()
+            trainable = all(attrs.get("trainable", [False]))  # the LR variable has no such attribute
+            found.append(Param(attrs["parameter_name"], tuple(value.shape), value, trainable))
     return found[::-1]  # PIR inserts each new parameter op at the top of the block
 
 

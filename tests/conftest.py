@@ -2,14 +2,15 @@
 import os
 import sys
 
-import numpy as np
-import paddle
-import pytest
-from paddle.utils import unique_name
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+import suite  # noqa: E402,F401,I001 - before paddle (see suite/__init__.py)
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+import pytest  # noqa: E402
+from paddle.utils import unique_name  # noqa: E402
 
 
 @pytest.fixture

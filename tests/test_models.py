@@ -16,6 +16,7 @@ import models  # noqa: E402
 
 MOBILENET_NAMES = {"MobileNet", "mobilenet_v1", "MobileNetV2", "mobilenet_v2"}
 RESNET_NAMES = {"ResNet18", "resnet18", "ResNet34", "resnet34", "ResNet50", "resnet50"}
+SMALL_NAMES = {"LeNet", "lenet"}
 BATCH = 2
 NUM_CLASSES = 7
 
@@ -41,10 +42,10 @@ def forward(model, image_size, in_channels):
 
 
 def test_registered_names():
-    assert set(models.names()) == MOBILENET_NAMES | RESNET_NAMES
+    assert set(models.names()) == MOBILENET_NAMES | RESNET_NAMES | SMALL_NAMES
 
 
-@pytest.mark.parametrize("name", sorted(MOBILENET_NAMES | RESNET_NAMES))
+@pytest.mark.parametrize("name", sorted(MOBILENET_NAMES | RESNET_NAMES | SMALL_NAMES))
 @pytest.mark.parametrize("image_size, in_channels", [(28, 1), (32, 3)])
 def test_dygraph_output_shape_small_inputs(name, image_size, in_channels):
     model = models.create(

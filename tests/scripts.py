@@ -1,0 +1,50 @@
+"""Run train.py / evaluate.py as a user would: in a subprocess, with this test run's IR and Paddle."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# LeNet on 3,200 Fashion-MNIST images: 50 steps an epoch at batch 64, a few seconds per epoch on CPU.
+QUICK = [
+    "--data", "fashion_mnist", "--model", "LeNet", "--train_subset", "3200", "--test_subset", "1000",
+    "--batch_size", "64", "--lr", "0.05", "--lr_strategy", "cosine_decay", "--log_period", "25", "--num_workers", "0",
+]
+GMP = ["--pruning_strategy", "gmp", "--ratio", "0.75", "--stable_epochs", "0", "--pruning_epochs", "2",
+       "--tunning_epochs", "1", "--pruning_steps", "10", "--initial_ratio", "0.2"]
+
+
+def run(script, *args, timeout=600, env=None):
+    """Run a script of the suite; returns the CompletedProcess (text output)."""
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def check(result):
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+    return result
+
+
+def saved_arrays(folder):
+    """Every persistable of a checkpoint folder as {name: ndarray}."""
+    return {k: np.asarray(v) for k, v in paddle.static.load_program_state(os.path.join(folder, "model")).items()}
+
+
+def tree_snapshot(path):
+    """{relative path: (size, mtime_ns)} of every file under path (empty when it does not exist)."""
+    found = {}
+    for top, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(top, name)
+            stat = os.lstat(full)
+            found[os.path.relpath(full, path)] = (stat.st_size, stat.st_mtime_ns)
+    return found
