@@ -7,6 +7,7 @@ Flags follow PaddleSlim's unstructured-pruning demo; see README.md for all of th
 """
 import suite  # noqa: F401,I001 - first: prepares the process for Paddle (see suite/__init__.py)
 import argparse
+import hashlib
 import os
 import sys
 
@@ -94,6 +95,12 @@ def find_resume_point(cfg):
         saved, now = state["flags"].get(name), getattr(cfg, name)
         if saved != now:
             raise checkpoint.CheckpointError(f"{folder} is for --{name} {saved}, this run has --{name} {now}; pass the same value or another --model_path")
+    nranks = distributed.world()[1]
+    if state.get("nranks", 1) != nranks:
+        raise checkpoint.CheckpointError(
+            f"{folder} was written by a run on {state.get('nranks', 1)} card(s), this run has {nranks}: steps per epoch, "
+            "the LR schedule and GMP phases would shift; resume with the same number of cards"
+        )
     if cfg.last_epoch is not None and cfg.last_epoch != state["epoch"]:
         raise checkpoint.CheckpointError(f"--last_epoch {cfg.last_epoch} but {folder} was saved after epoch {state['epoch']}")
     return folder, state
@@ -193,8 +200,21 @@ def main(argv=None):
     return 0
 
 
+def weights_digest(program):
+    """SHA-256 over the trained weights and masks (not BN statistics, which stay per card): equal on every rank."""
+    digest = hashlib.sha256()
+    scope = paddle.static.global_scope()
+    for p in sorted(static.parameters(program), key=lambda p: p.name):
+        if p.trainable or static.is_mask_name(p.name):
+            digest.update(p.name.encode())
+            digest.update(static.read(scope, p.name).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def save_checkpoint(cfg, graph, epoch, steps, history, team, log):
     """Rank 0 writes the checkpoint; every rank waits until it is complete."""
+    if team.nranks > 1:
+        log.line(f"epoch {epoch} weights+masks sha256 {weights_digest(graph.main)}")
     if team.rank == 0:
         state = {
             "epoch": epoch,

@@ -4,11 +4,12 @@ from collections import namedtuple
 from functools import partial
 
 from .lenet import LeNet
+from .mlp import MLP
 from .mobilenet_v1 import MobileNetV1
 from .mobilenet_v2 import MobileNetV2
 from .resnet import ResNet
 
-__all__ = ["create", "names", "LeNet", "MobileNetV1", "MobileNetV2", "ResNet"]
+__all__ = ["create", "names", "LeNet", "MLP", "MobileNetV1", "MobileNetV2", "ResNet"]
 
 # Inputs at most this wide (MNIST 28, CIFAR 32) get a stride-1 stem so maps do not collapse early.
 SMALL_INPUT_MAX_SIZE = 64
@@ -29,6 +30,8 @@ _REGISTRY = {
     "resnet50": _Entry(partial(ResNet, 50), False),
     "LeNet": _Entry(LeNet, False),
     "lenet": _Entry(LeNet, False),
+    "MLP": _Entry(MLP, False),
+    "mlp": _Entry(MLP, False),
 }
 
 

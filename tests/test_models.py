@@ -16,7 +16,7 @@ import models  # noqa: E402
 
 MOBILENET_NAMES = {"MobileNet", "mobilenet_v1", "MobileNetV2", "mobilenet_v2"}
 RESNET_NAMES = {"ResNet18", "resnet18", "ResNet34", "resnet34", "ResNet50", "resnet50"}
-SMALL_NAMES = {"LeNet", "lenet"}
+SMALL_NAMES = {"LeNet", "lenet", "MLP", "mlp"}
 BATCH = 2
 NUM_CLASSES = 7
 
