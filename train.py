@@ -60,6 +60,7 @@ def parse_args(argv=None):
     add("--log_period", type=int, default=100, help="a progress line every N batches")
     add("--log_dir", default=None, help="VisualDL log folder")
     add("--num_workers", type=int, default=2, help="decoding processes for ImageNet folders")
+    add("--skip_bad_samples", action="store_true", help="ImageNet folders: skip bad list lines and images (counted) instead of stopping")
     add("--use_gpu", type=config.str2bool, default=None, help="default: GPU when Paddle has CUDA and one is visible")
     add("--seed", type=int, default=0)
     add("--train_subset", type=int, default=None, help="use only the first N training samples (quick runs)")
@@ -119,8 +120,8 @@ def setup(cfg):
     info = data.DATASETS[cfg.data]
     cfg.image_size = cfg.image_size or info.image_size
     rank, nranks = distributed.world()
-    train_set = data.load_dataset(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.train_subset)
-    test_set = data.load_dataset(cfg.data, "test", cfg.data_dir, cfg.image_size, cfg.test_subset)
+    train_set = data.load_dataset(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.train_subset, cfg.skip_bad_samples)
+    test_set = data.load_dataset(cfg.data, "test", cfg.data_dir, cfg.image_size, cfg.test_subset, cfg.skip_bad_samples)
     steps = data.num_batches(train_set, cfg.batch_size, nranks)
     if steps < 1:
         raise config.ConfigError(f"{len(train_set)} training samples make no full batch of --batch_size {cfg.batch_size} on {nranks} card(s); lower --batch_size")
@@ -164,6 +165,7 @@ def main(argv=None):
         log.line(f"no checkpoint in {cfg.model_path} yet: starting from scratch")
 
     pruner = graph.pruner
+    model_params = selection.model_params(graph.main)
     pruned_sparsity = (lambda: pruner.sparsity()["pruned"]) if pruner else (lambda: 0.0)
     log.line(
         f"{cfg.model} x{cfg.scale} on {cfg.data} ({len(train_set)} train / {len(test_set)} test, {cfg.image_size}px), "
@@ -173,7 +175,7 @@ def main(argv=None):
     try:
         for epoch in range(start_epoch, cfg.num_epochs):
             batches = data.batches(train_set, cfg.batch_size, True, cfg.seed, epoch, rank, nranks, num_workers=cfg.num_workers, augment=cfg.data == "cifar10")
-            loop.train_epoch(exe, graph, batches, epoch, steps, log, cfg.log_period, pruned_sparsity)
+            loop.train_epoch(exe, graph, batches, epoch, steps, log, cfg.log_period, pruned_sparsity, model_params)
             last = epoch == cfg.num_epochs - 1
             if rank == 0 and ((epoch + 1) % cfg.test_period == 0 or last):
                 test_batches = data.batches(test_set, cfg.batch_size_for_validation, False, drop_last=False, num_workers=cfg.num_workers)
@@ -185,11 +187,17 @@ def main(argv=None):
                 log.scalars((epoch + 1) * steps, {"test/acc_top1": row["top1"], "test/acc_top5": row["top5"], "sparsity/model": row["model_sparsity"], "sparsity/pruned": row["pruned_sparsity"]})
             if (epoch + 1) % cfg.model_period == 0 or last:
                 save_checkpoint(cfg, graph, epoch, steps, history, team, log)
-    except loop.NonFiniteLoss as exc:
-        log.line(f"error: {exc}")
+    except loop.Diverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 3
+    except data.DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         log.close()
+    skipped = getattr(train_set, "skipped", 0) + getattr(test_set, "skipped", 0)
+    if skipped:
+        log.line(f"skipped {skipped} bad sample(s) (--skip_bad_samples); see the warnings above")
     if rank == 0 and history:
         path = plot_history(history, os.path.join(cfg.model_path, "curves.png"))
         final = history[-1]
@@ -229,7 +237,7 @@ def save_checkpoint(cfg, graph, epoch, steps, history, team, log):
         try:
             path = checkpoint.save(cfg.model_path, epoch, graph.main, state, keep=cfg.keep_checkpoints)
         except OSError as exc:
-            log.line(f"error: could not write the checkpoint of epoch {epoch} to {cfg.model_path} ({exc}); the previous checkpoint is kept")
+            print(f"error: could not write the checkpoint of epoch {epoch} to {cfg.model_path} ({exc}); the previous checkpoint is kept", file=sys.stderr)
             raise SystemExit(4) from exc
         log.line(f"saved {path}")
     team.barrier()

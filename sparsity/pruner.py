@@ -105,9 +105,15 @@ class UnstructuredPruner:
             feed = np.array([masks.prune_count(ratio, u) for u in self._units], "int64")
         else:
             feed = np.array([masks.prune_count(ratio, sum(self._units))], "int64")
-        fetched = self._executor.run(
-            self._recompute_program, feed={self._feed_name: feed}, fetch_list=self._threshold_vars, scope=self.scope
-        )
+        try:
+            fetched = self._executor.run(
+                self._recompute_program, feed={self._feed_name: feed}, fetch_list=self._threshold_vars, scope=self.scope
+            )
+        except Exception as exc:
+            diverged = [p.name for p in self.params if not np.isfinite(static.read(self.scope, p.name)).all()]
+            if diverged:
+                raise FloatingPointError(f"weights of {diverged[0]} are not finite, so no mask can be computed: training diverged") from exc
+            raise
         self.thresholds = [float(np.asarray(t).reshape(-1)[0]) for t in fetched]
         self.mask_ratio = ratio
 

@@ -46,10 +46,10 @@ def _fsync_tree(folder):
 def save(model_path, epoch, program, state, keep=0):
     """Write MODEL_PATH/epoch_N atomically, point `latest` at it, keep the newest `keep` (0: all)."""
     os.makedirs(model_path, exist_ok=True)
+    _remove_staging_leftovers(model_path)
     name = f"epoch_{epoch}"
     final = os.path.join(model_path, name)
     staging = os.path.join(model_path, f".tmp-{name}-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     try:
         paddle.static.save(program, os.path.join(staging, PREFIX))
@@ -70,13 +70,22 @@ def save(model_path, epoch, program, state, keep=0):
         shutil.rmtree(staging, ignore_errors=True)
         raise
     link = os.path.join(model_path, f".tmp-{LATEST}-{os.getpid()}")
-    if os.path.lexists(link):
-        os.remove(link)
     os.symlink(name, link)
     os.replace(link, os.path.join(model_path, LATEST))
     if keep:
         _prune_old(model_path, keep)
     return final
+
+
+def _remove_staging_leftovers(model_path):
+    """Half-written checkpoints of a run that was killed while saving (only rank 0 ever writes here)."""
+    for name in os.listdir(model_path):
+        if name.startswith(".tmp-"):
+            path = os.path.join(model_path, name)
+            if os.path.islink(path) or not os.path.isdir(path):
+                os.remove(path)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _prune_old(model_path, keep):

@@ -51,6 +51,7 @@ def validate(cfg):
     if cfg.last_epoch is not None:
         _require(cfg.checkpoint is not None, "--last_epoch needs --checkpoint DIR (the checkpoint to continue from)")
     _require(not (cfg.resume and cfg.checkpoint), "--resume and --checkpoint both name where to continue from; pass one")
+    _require(not os.path.exists(cfg.model_path) or os.path.isdir(cfg.model_path), f"--model_path {cfg.model_path} exists and is not a folder; pass a folder for the checkpoints")
     if cfg.checkpoint:
         _require(os.path.isdir(cfg.checkpoint), f"--checkpoint {cfg.checkpoint} is not a folder; pass a checkpoint folder such as MODEL_PATH/epoch_3")
     if cfg.pretrained_model:

@@ -184,11 +184,11 @@ def _load_cifar10(data_dir, split, image_size, subset):
     return ArrayDataset(_resize_array(images, image_size), labels, CIFAR_MEAN, CIFAR_STD, 10)
 
 
-def _load_imagenet(data_dir, split, image_size, subset):
+def _load_imagenet(data_dir, split, image_size, subset, skip_bad_samples=False):
     import imagenet_reader
 
     mode = "train" if split == "train" else "val"
-    return imagenet_reader.ImageNetDataset(data_dir, mode, image_size, max_samples=subset)
+    return imagenet_reader.ImageNetDataset(data_dir, mode, image_size, skip_bad_samples=skip_bad_samples, max_samples=subset)
 
 
 DATASETS = {
@@ -200,8 +200,12 @@ DATASETS = {
 }
 
 
-def load_dataset(name, split, data_dir=None, image_size=None, subset=None):
-    """Load split 'train' or 'test' ('val' is an alias) of a registered dataset."""
+def load_dataset(name, split, data_dir=None, image_size=None, subset=None, skip_bad_samples=False):
+    """Load split 'train' or 'test' ('val' is an alias) of a registered dataset.
+
+    skip_bad_samples (ImageNet folders only): skip malformed lines, missing and corrupt images with a
+    warning and a count instead of stopping; the array datasets check their files whole.
+    """
     if name not in DATASETS:
         raise DataError("unknown dataset %r: choose one of %s"
                         % (name, ", ".join(sorted(DATASETS))))
@@ -216,7 +220,8 @@ def load_dataset(name, split, data_dir=None, image_size=None, subset=None):
                         "files or pass --data_dir" % (data_dir, name))
     if subset is not None and subset < 1:
         raise DataError("subset must be a positive number of samples, got %r" % (subset,))
-    return info.loader(data_dir, _split(split), image_size or info.image_size, subset)
+    options = {"skip_bad_samples": True} if skip_bad_samples and name == "imagenet" else {}
+    return info.loader(data_dir, _split(split), image_size or info.image_size, subset, **options)
 
 
 def num_batches(dataset, batch_size, nranks=1, drop_last=True):

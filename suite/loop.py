@@ -3,10 +3,20 @@ import math
 import time
 
 import numpy as np
+import paddle
+
+from sparsity import static
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or Inf; training stops and no checkpoint is written over the last good one."""
+class Diverged(RuntimeError):
+    """The loss or the weights became NaN or Inf; training stops and no checkpoint is written over the last good one."""
+
+
+def check_finite(scope, params, where):
+    """Raise Diverged naming the first parameter holding NaN or Inf."""
+    for p in params:
+        if not np.isfinite(static.read(scope, p.name)).all():
+            raise Diverged(f"weights of {p.name} are not finite at {where}: training diverged; lower --lr or check the data; the last good checkpoint is kept")
 
 
 def topk_correct(logits, labels, k):
@@ -16,8 +26,12 @@ def topk_correct(logits, labels, k):
     return int((top == labels.reshape(-1, 1)).any(axis=1).sum())
 
 
-def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sparsity_of):
-    """Run one epoch; returns the number of steps taken. `sparsity_of()` gives the pruned-set sparsity."""
+def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sparsity_of, params):
+    """Run one epoch; returns the number of steps taken.
+
+    `sparsity_of()` gives the pruned-set sparsity for progress lines; at each of them (and so at the
+    epoch's last step, before any checkpoint) the weights `params` are checked to be finite.
+    """
     window = {"loss": 0.0, "top1": 0, "top5": 0, "seen": 0, "read": 0.0, "batch": 0.0, "steps": 0}
     step = 0
     tick = time.perf_counter()
@@ -26,9 +40,12 @@ def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sp
         loss, logits = exe.run(graph.main, feed={"image": images, "label": labels}, fetch_list=[graph.loss, graph.logits])
         loss = float(np.asarray(loss).reshape(-1)[0])
         if not math.isfinite(loss):
-            raise NonFiniteLoss(f"loss is {loss} at epoch {epoch}, batch {step}: lower --lr or check the data; the last good checkpoint is kept")
+            raise Diverged(f"loss is {loss} at epoch {epoch}, batch {step}: lower --lr or check the data; the last good checkpoint is kept")
         if graph.pruner:
-            graph.pruner.step()
+            try:
+                graph.pruner.step()
+            except FloatingPointError as exc:
+                raise Diverged(f"{exc} (epoch {epoch}, batch {step}); the last good checkpoint is kept") from exc
         lr = graph.lr.get_lr()
         graph.lr.step()
         window["loss"] += loss
@@ -40,6 +57,7 @@ def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sp
         window["steps"] += 1
         if step % log_period == 0 or step == steps_per_epoch:
             n, seen = window["steps"], window["seen"]
+            check_finite(paddle.static.global_scope(), params, f"epoch {epoch}, batch {step}")
             sparsity = sparsity_of()
             log.line(
                 f"epoch {epoch} batch {step}/{steps_per_epoch} lr {lr:.5f} loss {window['loss'] / n:.4f} "

@@ -1,0 +1,240 @@
+"""Reliability: bad input refused before any work, kill -9 at any point resumes exactly, faults keep the last good checkpoint."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import train
+from sparsity.ops import pir_enabled
+from suite import checkpoint
+from tests.scripts import GMP, QUICK, ROOT, check, run, saved_arrays, tree_snapshot
+
+RUN = [*QUICK, *GMP, "--num_epochs", "3", "--log_period", "5"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 3-epoch GMP run, keeping only the newest 2 checkpoints."""
+    path = tmp_path_factory.mktemp("reference") / "out"
+    check(run("train.py", *RUN, "--model_path", path, "--keep_checkpoints", "2"))
+    return path
+
+
+def assert_same_final_state(a, b):
+    x, y = saved_arrays(os.path.join(a, "epoch_2")), saved_arrays(os.path.join(b, "epoch_2"))
+    assert x.keys() == y.keys()
+    for name in x:
+        np.testing.assert_array_equal(x[name], y[name], err_msg=name)
+
+
+def test_keep_checkpoints_and_latest(reference):
+    assert sorted(n for n in os.listdir(reference) if n.startswith("epoch_")) == ["epoch_1", "epoch_2"]
+    assert os.readlink(reference / "latest") == "epoch_2"
+    assert checkpoint.verify(reference / "latest")["epoch"] == 2
+    assert not [n for n in os.listdir(reference) if n.startswith(".tmp-")]
+
+
+def start(*args, wrapper=None):
+    """Start train.py (optionally under a wrapper that patches it first) with line-buffered output."""
+    code = (wrapper or "") + "\nimport sys, train\nsys.exit(train.main(sys.argv[1:]))"
+    return subprocess.Popen(
+        [sys.executable, "-u", "-c", "import suite\n" + code, *map(str, args)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_kill_during_training_then_resume_matches_uninterrupted_run(reference, tmp_path):
+    out = tmp_path / "out"
+    proc = start(*RUN, "--model_path", out)
+    for line in proc.stdout:  # kill in the middle of epoch 1, after epoch 0's checkpoint
+        if "epoch 1 batch 25/50" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert os.readlink(out / "latest") == "epoch_0"
+    resumed = check(run("train.py", *RUN, "--model_path", out, "--resume"))
+    assert "resumed from" in resumed.stdout and "epoch 0 done" in resumed.stdout
+    assert_same_final_state(reference, out)
+
+
+KILL_DURING_SAVE = """
+import os, signal
+import suite.checkpoint as ckpt
+real_rename = os.rename
+def rename(src, dst, *a, **k):
+    if ".tmp-epoch_1" in str(src):  # epoch 1's files are written, the rename never happens
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_rename(src, dst, *a, **k)
+ckpt.os.rename = rename
+"""
+
+
+def test_kill_during_checkpoint_save_keeps_previous_checkpoint(reference, tmp_path):
+    out = tmp_path / "out"
+    proc = start(*RUN, "--model_path", out, wrapper=KILL_DURING_SAVE)
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert os.readlink(out / "latest") == "epoch_0" and not os.path.exists(out / "epoch_1")
+    assert [n for n in os.listdir(out) if n.startswith(".tmp-epoch_1")]  # the half-written save
+    assert checkpoint.verify(out)["epoch"] == 0  # latest still loads
+    check(run("train.py", *RUN, "--model_path", out, "--resume"))
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
+    assert_same_final_state(reference, out)
+
+
+DISK_FULL_AT_EPOCH_1 = """
+import errno, paddle
+real_save = paddle.static.save
+def save(program, prefix, *a, **k):
+    if ".tmp-epoch_1" in prefix:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return real_save(program, prefix, *a, **k)
+paddle.static.save = save
+"""
+
+
+def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path):
+    out = tmp_path / "out"
+    proc = start(*RUN, "--model_path", out, wrapper=DISK_FULL_AT_EPOCH_1)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 4, output[-2000:]
+    assert "error: could not write the checkpoint of epoch 1" in output and "No space left on device" in output
+    assert os.readlink(out / "latest") == "epoch_0" and checkpoint.verify(out)["epoch"] == 0
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
+
+
+NAN_DATA_IN_EPOCH_1 = """
+import numpy as np
+import suite.data as data
+real_batches = data.batches
+def batches(dataset, batch_size, shuffle, seed=0, epoch=0, *a, **k):
+    for images, labels in real_batches(dataset, batch_size, shuffle, seed, epoch, *a, **k):
+        yield (images * np.nan if shuffle and epoch == 1 else images), labels
+data.batches = batches
+"""
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    out = tmp_path / "out"
+    proc = start(*RUN, "--model_path", out, wrapper=NAN_DATA_IN_EPOCH_1)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 3, output[-2000:]
+    # ReLU hides NaN inputs from the loss here, so it is the weights check that stops the run
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "not finite" in errors[0] and "epoch 1" in errors[0] and "last good checkpoint is kept" in errors[0]
+    assert os.readlink(out / "latest") == "epoch_0" and checkpoint.verify(out)["epoch"] == 0
+    assert not os.path.exists(out / "epoch_1")
+
+
+def corrupt(folder, how):
+    path = os.path.join(folder, "model.pdparams")
+    data = bytearray(open(path, "rb").read())
+    if how == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+
+
+BAD_INPUTS = [
+    (["--ratio", "1.5"], "--ratio 1.5 is outside [0, 1)"),
+    (["--pruning_strategy", "base", "--pruning_mode", "threshold", "--threshold", "-1"], "--threshold -1.0 is negative"),
+    (["--sparse_block", "2", "0"], "--sparse_block 2 0 must be two positive integers"),
+    (["--sparse_block", "2"], "--sparse_block 2 must be two positive integers"),
+    (["--pruning_steps", "0"], "--pruning_steps 0 must be >= 1"),
+    (["--pruning_steps", "500"], "--pruning_steps 500 exceeds the 100 iterations of --pruning_epochs 2"),
+    (["--pruning_mode", "threshold"], "--pruning_mode threshold cannot be used with --pruning_strategy gmp"),
+    (["--stable_epochs", "-1"], "--stable_epochs -1 must be >= 0"),
+    (["--initial_ratio", "0.9"], "--initial_ratio 0.9 must be in [0, --ratio 0.75]"),
+    (["--model", "VGG99"], "--model 'VGG99' is not a known model"),
+    (["--data", "svhn"], "--data 'svhn' is not a known dataset"),
+    (["--data", "mnist", "--data_dir", "{empty}"], "MNIST files not found in"),
+    (["--data", "cifar10", "--data_dir", "{empty}"], "CIFAR-10 archive not found"),
+    (["--last_epoch", "3"], "--last_epoch needs --checkpoint"),
+    (["--checkpoint", "{missing}"], "is not a folder"),
+    (["--model_path", "{file}"], "exists and is not a folder"),
+    (["--use_gpu", "True"], "--use_gpu True but this Paddle has no CUDA device"),
+    (["--checkpoint", "{ckpt}", "--model", "MLP"], "is for --model LeNet, this run has --model MLP"),
+    (["--checkpoint", "{ckpt}", "--last_epoch", "0"], "--last_epoch 0 but"),
+    (["--checkpoint", "{truncated}"], "manifest says"),
+    (["--checkpoint", "{flipped}"], "fails its SHA-256 check"),
+    (["--pretrained_model", "{flipped}"], "fails its SHA-256 check"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[m.split(" ")[0] + "-" + str(i) for i, (_, m) in enumerate(BAD_INPUTS)])
+def test_bad_input_is_refused_before_any_work(reference, tmp_path, capsys, args, message):
+    if "--use_gpu" in args and __import__("paddle").is_compiled_with_cuda():
+        pytest.skip("this Paddle has CUDA")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("not a folder")
+    for name, how in (("truncated", "truncate"), ("flipped", "flip")):
+        shutil.copytree(reference / "epoch_1", tmp_path / name)
+        corrupt(tmp_path / name, how)
+    places = {"empty": tmp_path / "empty", "missing": tmp_path / "missing", "file": tmp_path / "file",
+              "ckpt": reference / "epoch_1", "truncated": tmp_path / "truncated", "flipped": tmp_path / "flipped"}
+    args = [a.format(**places) if a.startswith("{") else a for a in args]
+    model_path = tmp_path / "out"
+    shutil.copytree(reference, model_path, symlinks=True)  # an existing run that must stay untouched
+    if "--model_path" not in args:
+        args += ["--model_path", str(model_path)]
+    before = tree_snapshot(model_path)
+    assert train.main([*RUN, *args]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert tree_snapshot(model_path) == before
+
+
+def test_checkpoint_of_the_other_ir_is_refused(reference, tmp_path):
+    other = {"FLAGS_enable_pir_api": "1" if not pir_enabled() else "0"}
+    result = run("train.py", *RUN, "--checkpoint", reference / "epoch_1", "--model_path", tmp_path / "out", env=other)
+    assert result.returncode == 2 and "IR" in result.stderr and "FLAGS_enable_pir_api" in result.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+def make_imagenet_folder(root, bad_line=None):
+    """Six real 40x30 JPEGs in two classes, listed for train and val; optionally one bad line in train."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(6):
+        path = root / f"class{i % 2}" / f"img{i}.jpeg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(path)
+        lines.append(f"class{i % 2}/img{i}.jpeg {i % 2}")
+    (root / "val_list.txt").write_text("\n".join(lines) + "\n")
+    train_lines = lines[:2] + ([bad_line] if bad_line else []) + lines[2:]
+    (root / "train_list.txt").write_text("\n".join(train_lines) + "\n")
+
+
+def test_imagenet_bad_sample_is_named_or_skipped_and_counted(tmp_path):
+    make_imagenet_folder(tmp_path / "data", bad_line="class0/gone.jpeg 0")
+    args = ["--data", "imagenet", "--data_dir", tmp_path / "data", "--model", "LeNet", "--image_size", "32",
+            "--batch_size", "2", "--num_epochs", "1", "--num_workers", "0", "--pruning_strategy", "none", "--model_path", tmp_path / "out"]
+    refused = run("train.py", *args)
+    assert refused.returncode == 2
+    assert "train_list.txt:3" in refused.stderr and "gone.jpeg" in refused.stderr
+    assert not os.path.exists(tmp_path / "out")
+    skipped = check(run("train.py", *args, "--skip_bad_samples"))
+    assert "skipped 1 bad sample" in skipped.stdout
+
+
+def test_resume_state_records_what_it_needs(reference):
+    state = json.load(open(reference / "epoch_2" / "state.json"))
+    assert state["pruner"]["iteration"] == 150 and state["pruner"]["mask_ratio"] == pytest.approx(0.75)
+    assert state["lr"]["last_epoch"] == 150 and state["flags"]["model"] == "LeNet"
+    assert state["ir"] == ("pir" if pir_enabled() else "legacy")
+
+
+def test_nan_loss_from_a_runaway_learning_rate(tmp_path):
+    result = run("train.py", *[a if a != "0.05" else "1e30" for a in RUN], "--model_path", tmp_path / "out")
+    assert result.returncode == 3
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "loss is nan at epoch 0" in errors[0] and "lower --lr" in errors[0]
+    assert not os.path.exists(tmp_path / "out")
