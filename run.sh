@@ -56,7 +56,8 @@ train_and_evaluate() {
         --stable_epochs 1 --pruning_epochs 1 --tunning_epochs 1 --pruning_steps 30 \
         --log_period 50 --model_path "$OUT" --log_dir "$OUT/vdl" --resume
     say "evaluating $OUT/latest on the 10,000 test images"
-    "$VENV/bin/python" evaluate.py --pruned_model "$OUT" --json "$OUT/eval.json" | tee "$OUT/eval.txt" | head -4
+    "$VENV/bin/python" evaluate.py --pruned_model "$OUT" --json "$OUT/eval.json" >"$OUT/eval.txt"
+    head -n 3 "$OUT/eval.txt"
     say "report"
     "$VENV/bin/python" - "$OUT" <<'PY'
 import json, sys

@@ -18,7 +18,7 @@ from suite import checkpoint, config, data, distributed, loop, program
 from suite.log import RunLog, plot_history
 
 # Flags that define a run: a checkpoint made with other values is refused on resume.
-DEFINING_FLAGS = ("data", "model", "scale", "image_size", "pruning_strategy", "pruning_mode", "sparse_block", "prune_params_type", "local_sparsity")
+DEFINING_FLAGS = ("data", "model", "scale", "image_size", "pruning_strategy", "pruning_mode", "sparse_block", "nm_pattern", "prune_params_type", "local_sparsity")
 
 
 def parse_args(argv=None):
@@ -38,10 +38,11 @@ def parse_args(argv=None):
     add("--l2_decay", type=float, default=3e-5)
     add("--momentum_rate", type=float, default=0.9)
     add("--pruning_strategy", default="base", choices=["base", "gmp", "none"], help="none trains dense (a baseline)")
-    add("--pruning_mode", default="ratio", choices=["ratio", "threshold"])
+    add("--pruning_mode", default="ratio", choices=["ratio", "threshold", "nm"], help="nm: keep n of every m weights (--nm_pattern)")
     add("--ratio", type=float, default=0.55, help="fraction of the pruned set to zero")
     add("--threshold", type=float, default=1e-2, help="threshold mode: |w| below this is zeroed")
     add("--sparse_block", type=int, nargs="+", default=[1, 1], help="m n: prune m x n blocks (2 1: semi-structured)")
+    add("--nm_pattern", type=int, nargs="+", default=[2, 4], help="n m for --pruning_mode nm: keep n of every m along the input axis")
     add("--prune_params_type", default=None, choices=[None, "conv1x1_only"])
     add("--local_sparsity", type=config.str2bool, default=False, help="True: the ratio applies to each parameter")
     add("--stable_epochs", type=int, default=0)

@@ -26,6 +26,49 @@ def check_block(block):
     return int(block[0]), int(block[1])
 
 
+def check_nm(pattern):
+    """Validate an N:M pattern: keep n of every m, 1 <= n < m; returns (n, m)."""
+    ok = (
+        isinstance(pattern, (list, tuple))
+        and len(pattern) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pattern)
+        and 1 <= pattern[0] < pattern[1]
+    )
+    if not ok:
+        raise ValueError(f"nm_pattern must be two integers [n, m] with 1 <= n < m (keep n of every m), such as [2, 4]; got {pattern!r}")
+    return int(pattern[0]), int(pattern[1])
+
+
+def nm_axis(shape):
+    """The input-channel axis that N:M groups run along: 1 for conv weights [out, in, kh, kw], else 0 ([in, out])."""
+    return 1 if len(shape) == 4 else 0
+
+
+def nm_keep_mask(w, pattern):
+    """Keep the n largest |w| of every m consecutive weights along the input axis (2:4 for sparse tensor cores).
+
+    A ragged last group keeps its n largest too, so an axis shorter than n (depthwise convs) stays dense.
+    """
+    n, m = pattern
+    shape = list(w.shape)
+    axis = nm_axis(shape)
+    perm = [i for i in range(len(shape)) if i != axis] + [axis]
+    length = shape[axis]
+    rows = int(np.prod([shape[i] for i in perm[:-1]]))
+    a = paddle.reshape(paddle.transpose(ops.abs(w), perm), [rows, length])
+    pad = -length % m
+    if pad:  # padding scores below any real one are chosen last
+        a = paddle.concat([a, paddle.full([rows, pad], -1.0, a.dtype)], axis=1)
+    groups = paddle.reshape(a, [-1, m])
+    chosen = paddle.topk(groups, n, axis=-1)[1]
+    keep = paddle.put_along_axis(paddle.zeros_like(groups), chosen, paddle.full([groups.shape[0], n], 1.0, a.dtype), axis=-1)
+    keep = paddle.reshape(keep, [rows, length + pad])
+    if pad:
+        keep = keep[:, :length]
+    keep = paddle.reshape(keep, [shape[i] for i in perm])
+    return paddle.transpose(keep, [perm.index(i) for i in range(len(shape))])
+
+
 def block_grid(shape, block):
     """Shape [ceil(d0/m), ceil(d1/n), rest] of the block-score grid of a weight of `shape`."""
     m, n = block

@@ -12,7 +12,7 @@ import paddle
 from . import masks, report, selection, static
 from .schedule import GMPSchedule, check_ratio
 
-MODES = ("ratio", "threshold")
+MODES = ("ratio", "threshold", "nm")
 
 
 class UnstructuredPruner:
@@ -20,7 +20,8 @@ class UnstructuredPruner:
 
     Call `step()` after every optimizer update. Modes: 'ratio' prunes the smallest `ratio` of the
     pruned set (one global threshold, or one per parameter with `local_sparsity=True`);
-    'threshold' prunes every unit whose score is below `threshold`.
+    'threshold' prunes every unit whose score is below `threshold`; 'nm' keeps the n largest of
+    every m weights along the input axis (`nm_pattern`, 2:4 by default).
     """
 
     def __init__(
@@ -37,11 +38,17 @@ class UnstructuredPruner:
         sparse_block=(1, 1),
         startup_program=None,
         mask_update_period=0,
+        nm_pattern=(2, 4),
     ):
         if mode not in MODES:
-            raise ValueError(f"mode must be 'ratio' or 'threshold', got {mode!r}")
+            raise ValueError(f"mode must be 'ratio', 'threshold' or 'nm', got {mode!r}")
         self.mode = mode
         self.ratio = check_ratio(ratio)
+        self.nm_pattern = masks.check_nm(nm_pattern)
+        if mode == "nm":
+            if tuple(sparse_block) != (1, 1):
+                raise ValueError(f"mode 'nm' prunes n of every m single weights; sparse_block must stay [1, 1], got {list(sparse_block)}")
+            self.ratio = 1.0 - self.nm_pattern[0] / self.nm_pattern[1]
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or threshold < 0:
             raise ValueError(f"threshold must be a number >= 0, got {threshold!r}")
         self.threshold = float(threshold)
@@ -99,16 +106,16 @@ class UnstructuredPruner:
         if self._recompute_program is None:
             self._recompute_program, self._feed_name, self._threshold_vars = self._build_recompute_program()
         ratio = self.target_ratio()
-        if self.mode == "threshold":
-            feed = np.array([self.threshold], "float32")
+        if self.mode == "nm":
+            feed = {}
+        elif self.mode == "threshold":
+            feed = {self._feed_name: np.array([self.threshold], "float32")}
         elif self.local_sparsity:
-            feed = np.array([masks.prune_count(ratio, u) for u in self._units], "int64")
+            feed = {self._feed_name: np.array([masks.prune_count(ratio, u) for u in self._units], "int64")}
         else:
-            feed = np.array([masks.prune_count(ratio, sum(self._units))], "int64")
+            feed = {self._feed_name: np.array([masks.prune_count(ratio, sum(self._units))], "int64")}
         try:
-            fetched = self._executor.run(
-                self._recompute_program, feed={self._feed_name: feed}, fetch_list=self._threshold_vars, scope=self.scope
-            )
+            fetched = self._executor.run(self._recompute_program, feed=feed, fetch_list=self._threshold_vars, scope=self.scope)
         except Exception as exc:
             diverged = [p.name for p in self.params if not np.isfinite(static.read(self.scope, p.name)).all()]
             if diverged:
@@ -186,7 +193,10 @@ class UnstructuredPruner:
             weights = [static.reference(p) for p in self.params]
             mask_refs = [static.reference(m) for m in self.masks]
             scores = [masks.magnitude_scores(w, self.block) for w in weights]
-            if self.mode == "threshold":
+            if self.mode == "nm":
+                feed_name, thresholds = None, []
+                keeps = [masks.nm_keep_mask(w, self.nm_pattern) for w in weights]
+            elif self.mode == "threshold":
                 feed_name = "sparsity_threshold"
                 feed = paddle.static.data(feed_name, [1], "float32")
                 keeps = [masks.keep_mask(s, feed, inclusive=True) for s in scores]

@@ -34,6 +34,14 @@ def validate(cfg):
         len(cfg.sparse_block) == 2 and all(b >= 1 for b in cfg.sparse_block),
         f"--sparse_block {' '.join(map(str, cfg.sparse_block))} must be two positive integers, e.g. --sparse_block 2 1",
     )
+    _require(
+        len(cfg.nm_pattern) == 2 and 1 <= cfg.nm_pattern[0] < cfg.nm_pattern[1],
+        f"--nm_pattern {' '.join(map(str, cfg.nm_pattern))} must be two integers n m with 1 <= n < m, e.g. --nm_pattern 2 4",
+    )
+    _require(
+        cfg.pruning_mode != "nm" or cfg.sparse_block == [1, 1],
+        "--pruning_mode nm keeps n of every m single weights; leave --sparse_block at 1 1",
+    )
     _require(cfg.batch_size >= 1, f"--batch_size {cfg.batch_size} must be >= 1")
     _require(cfg.num_epochs >= 1, f"--num_epochs {cfg.num_epochs} must be >= 1")
     _require(cfg.lr > 0, f"--lr {cfg.lr} must be > 0")
@@ -42,7 +50,7 @@ def validate(cfg):
     _require(cfg.log_period >= 1 and cfg.test_period >= 1 and cfg.model_period >= 1, "--log_period, --test_period and --model_period must be >= 1")
     _require(cfg.keep_checkpoints >= 0, f"--keep_checkpoints {cfg.keep_checkpoints} must be >= 0 (0 keeps all)")
     if cfg.pruning_strategy == "gmp":
-        _require(cfg.pruning_mode == "ratio", "--pruning_mode threshold cannot be used with --pruning_strategy gmp; GMP ramps a ratio: use --pruning_mode ratio")
+        _require(cfg.pruning_mode == "ratio", f"--pruning_mode {cfg.pruning_mode} cannot be used with --pruning_strategy gmp; GMP ramps a ratio: use --pruning_mode ratio")
         for name in ("stable_epochs", "pruning_epochs", "tunning_epochs"):
             _require(getattr(cfg, name) >= 0, f"--{name} {getattr(cfg, name)} must be >= 0")
         _require(cfg.pruning_steps >= 1, f"--pruning_steps {cfg.pruning_steps} must be >= 1")

@@ -74,7 +74,7 @@ def make_pruner(cfg, program, startup, place, steps_per_epoch):
     if cfg.pruning_strategy == "gmp":
         return GMPUnstructuredPruner(program, ratio=cfg.ratio, configs=gmp_configs(cfg, steps_per_epoch), **common)
     if cfg.pruning_strategy == "base":
-        return UnstructuredPruner(program, cfg.pruning_mode, ratio=cfg.ratio, threshold=cfg.threshold, **common)
+        return UnstructuredPruner(program, cfg.pruning_mode, ratio=cfg.ratio, threshold=cfg.threshold, nm_pattern=cfg.nm_pattern, **common)
     return None
 
 

@@ -42,3 +42,20 @@ def ratio_masks(weights, ratio, block=(1, 1), local=False):
 
 def threshold_masks(weights, threshold, block=(1, 1)):
     return [expand((block_scores(w, block) >= threshold).astype("float32"), w.shape, block) for w in weights]
+
+
+def nm_masks(weights, n, m):
+    """Keep the n largest |w| of every m along the input axis (1 for 4-D, else 0); ragged tails keep n too."""
+    out = []
+    for w in weights:
+        axis = 1 if w.ndim == 4 else 0
+        moved = np.moveaxis(np.abs(w), axis, -1)
+        keep = np.zeros_like(moved)
+        for index in np.ndindex(moved.shape[:-1]):
+            row = moved[index]
+            for start in range(0, row.size, m):
+                group = row[start : start + m]
+                top = np.argsort(-group, kind="stable")[:n]
+                keep[index + (start + top,)] = 1.0
+        out.append(np.moveaxis(keep, -1, axis))
+    return out

@@ -102,3 +102,26 @@ def test_prune_count_rounds_half_up():
     assert masks.prune_count(0.5, 3) == 2
     assert masks.prune_count(0.0, 10) == 0
     assert masks.prune_count(0.75, 3194752) == 2396064
+
+
+@pytest.mark.parametrize("shape", [(16, 8), (8, 12, 3, 3), (10, 6), (6, 5, 1, 1), (4, 1, 3, 3)])
+def test_nm_masks_keep_two_of_every_four(shape):
+    w = RNG.standard_normal(shape).astype("float32")
+    got = masks.nm_keep_mask(paddle.to_tensor(w), (2, 4)).numpy()
+    np.testing.assert_array_equal(got, reference.nm_masks([w], 2, 4)[0])
+    groups = np.moveaxis(got, 1 if len(shape) == 4 else 0, -1)
+    full = groups[..., : groups.shape[-1] // 4 * 4].reshape(-1, 4)
+    assert (full.sum(axis=1) == 2).all()  # exactly 2 kept in every complete group of 4
+
+
+def test_nm_with_already_zero_weights_keeps_exactly_n():
+    w = np.zeros((8, 3), "float32")
+    w[0, 0] = 1.0
+    got = masks.nm_keep_mask(paddle.to_tensor(w), (2, 4)).numpy()
+    assert (got.sum(axis=0) == 4).all()  # 2 per group of 4 along axis 0, ties broken by position
+
+
+@pytest.mark.parametrize("bad", [(4, 4), (0, 4), (2,), (2.0, 4), "2:4"])
+def test_bad_nm_pattern(bad):
+    with pytest.raises(ValueError, match="nm_pattern must be two integers"):
+        masks.check_nm(bad)

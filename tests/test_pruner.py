@@ -202,7 +202,7 @@ def test_gmp_resume_from_any_iteration_matches_uninterrupted_run():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"mode": "magnitude"}, "mode must be 'ratio' or 'threshold'"),
+        ({"mode": "magnitude"}, "mode must be .ratio., .threshold. or .nm."),
         ({"mode": "ratio", "ratio": 1.0}, r"ratio must be a number in \[0, 1\)"),
         ({"mode": "threshold", "threshold": -1}, "threshold must be a number >= 0"),
         ({"mode": "ratio", "sparse_block": [2, 0]}, "sparse_block must be two positive integers"),
@@ -223,3 +223,23 @@ def test_gmp_bad_configs(static_mode):
     build_small_program()
     with pytest.raises(ValueError, match="must not exceed pruning_iterations"):
         GMPUnstructuredPruner(main, 0.5, configs={**GMP, "pruning_steps": 9})
+
+
+def test_nm_mode_keeps_two_of_four_through_training(static_mode):
+    main, _, scope = static_mode
+    _, loss, pruner, exe = make(static_mode, mode="nm", nm_pattern=[2, 4], prune_params_type="conv1x1_only")
+    dense = weights_of(scope, pruner.params)
+    pruner.step()
+    np.testing.assert_array_equal(weights_of(scope, pruner.masks)[0], reference.nm_masks(dense, 2, 4)[0])
+    for feed in small_batches(3):
+        exe.run(main, feed=feed, fetch_list=[loss])
+        pruner.step()
+    (w,) = weights_of(scope, pruner.params)  # conv1x1 [8, 8, 1, 1]: groups of 4 input channels
+    assert ((w != 0).reshape(8, 2, 4).sum(axis=2) == 2).all()
+    assert pruner.sparsity()["pruned"] == 0.5 and pruner.thresholds == []
+
+
+def test_nm_mode_refuses_blocks(static_mode):
+    build_small_program()
+    with pytest.raises(ValueError, match="sparse_block must stay"):
+        UnstructuredPruner(static_mode[0], "nm", scope=static_mode[2], sparse_block=[2, 1])
