@@ -64,12 +64,12 @@ def test_dygraph_output_shape_mobilenet_224():
 @pytest.mark.parametrize(
     "name, image_size, expected_map",
     [
-        # 28 -> stride-1 stem 28 -> four stride-2 blocks: 14, 7, 4, 2.
-        ("MobileNet", 28, 2),
+        # MobileNets keep the standard strides: 28 -> stem 14 -> four stride-2 blocks: 7, 4, 2, 1.
+        ("MobileNet", 28, 1),
         # 224 -> stride-2 stem 112 -> 56, 28, 14, 7.
         ("MobileNet", 224, 7),
-        # 32 -> stride-1 stem 32 -> four stride-2 stages: 16, 8, 4, 2.
-        ("MobileNetV2", 32, 2),
+        # 32 -> stride-2 stem 16 -> four stride-2 stages: 8, 4, 2, 1.
+        ("MobileNetV2", 32, 1),
         # 32 -> stride-1 stem, no max-pool -> stages 32, 16, 8, 4.
         ("ResNet18", 32, 4),
     ],
