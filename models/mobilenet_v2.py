@@ -1,7 +1,8 @@
 """MobileNetV2 (Sandler et al., 2018): inverted residual blocks with linear bottlenecks."""
 
-import paddle
 from paddle import nn
+
+from .layers import ConvBN, PooledClassifier
 
 # (expansion t, output channels c, repeats n, first stride s) at 224x224.
 INVERTED_RESIDUAL_SPECS = (
@@ -26,25 +27,6 @@ def make_divisible(channels, divisor=CHANNEL_DIVISOR):
     return rounded
 
 
-class ConvBNReLU6(nn.Sequential):
-    """Bias-free conv + BatchNorm + ReLU6, the MobileNetV2 building unit."""
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride, groups=1):
-        super().__init__(
-            nn.Conv2D(
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride=stride,
-                padding=kernel_size // 2,
-                groups=groups,
-                bias_attr=False,
-            ),
-            nn.BatchNorm2D(out_channels),
-            nn.ReLU6(),
-        )
-
-
 class InvertedResidual(nn.Layer):
     """1x1 expand, 3x3 depthwise, linear 1x1 project; identity shortcut when shapes match."""
 
@@ -53,11 +35,10 @@ class InvertedResidual(nn.Layer):
         hidden_channels = int(round(in_channels * expansion))
         layers = []
         if expansion != 1:
-            layers.append(ConvBNReLU6(in_channels, hidden_channels, 1, 1))
+            layers.append(ConvBN(in_channels, hidden_channels, 1, activation=nn.ReLU6))
         layers += [
-            ConvBNReLU6(hidden_channels, hidden_channels, 3, stride, groups=hidden_channels),
-            nn.Conv2D(hidden_channels, out_channels, 1, bias_attr=False),
-            nn.BatchNorm2D(out_channels),
+            ConvBN(hidden_channels, hidden_channels, 3, stride, groups=hidden_channels, activation=nn.ReLU6),
+            ConvBN(hidden_channels, out_channels, 1),
         ]
         self.block = nn.Sequential(*layers)
         self.use_shortcut = stride == 1 and in_channels == out_channels
@@ -67,13 +48,12 @@ class InvertedResidual(nn.Layer):
         return inputs + outputs if self.use_shortcut else outputs
 
 
-class MobileNetV2(nn.Layer):
+class MobileNetV2(PooledClassifier):
     """MobileNetV2 classifier; `small_input` makes the stem stride 1 for 28x28/32x32 images."""
 
     def __init__(self, num_classes=10, in_channels=3, scale=1.0, small_input=False):
-        super().__init__()
         channels = make_divisible(STEM_CHANNELS * scale)
-        layers = [ConvBNReLU6(in_channels, channels, 3, 1 if small_input else 2)]
+        layers = [ConvBN(in_channels, channels, 3, 1 if small_input else 2, activation=nn.ReLU6)]
         for expansion, out_channels, repeats, first_stride in INVERTED_RESIDUAL_SPECS:
             out_channels = make_divisible(out_channels * scale)
             for index in range(repeats):
@@ -82,11 +62,5 @@ class MobileNetV2(nn.Layer):
                 channels = out_channels
         # The head is only widened, never thinned, as in the paper.
         last_channels = make_divisible(LAST_CHANNELS * max(1.0, scale))
-        layers.append(ConvBNReLU6(channels, last_channels, 1, 1))
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2D(1)
-        self.classifier = nn.Linear(last_channels, num_classes)
-
-    def forward(self, images):
-        features = self.pool(self.features(images))
-        return self.classifier(paddle.flatten(features, start_axis=1))
+        layers.append(ConvBN(channels, last_channels, 1, activation=nn.ReLU6))
+        super().__init__(nn.Sequential(*layers), last_channels, num_classes)

@@ -1,24 +1,10 @@
 """ResNet-18/34/50 (He et al., 2016) with the stride on the 3x3 conv of each bottleneck."""
 
-import paddle
 from paddle import nn
 
+from .layers import ConvBN, PooledClassifier
+
 STAGE_CHANNELS = (64, 128, 256, 512)
-
-
-def conv_bn(in_channels, out_channels, kernel_size, stride=1):
-    """Bias-free conv + BatchNorm (no activation); the BN shift makes a conv bias redundant."""
-    return nn.Sequential(
-        nn.Conv2D(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=kernel_size // 2,
-            bias_attr=False,
-        ),
-        nn.BatchNorm2D(out_channels),
-    )
 
 
 class BasicBlock(nn.Layer):
@@ -29,9 +15,9 @@ class BasicBlock(nn.Layer):
     def __init__(self, in_channels, channels, stride):
         super().__init__()
         self.residual = nn.Sequential(
-            conv_bn(in_channels, channels, 3, stride),
+            ConvBN(in_channels, channels, 3, stride),
             nn.ReLU(),
-            conv_bn(channels, channels, 3),
+            ConvBN(channels, channels, 3),
         )
         self.shortcut = projection_shortcut(in_channels, channels * self.expansion, stride)
         self.relu = nn.ReLU()
@@ -48,11 +34,11 @@ class Bottleneck(nn.Layer):
     def __init__(self, in_channels, channels, stride):
         super().__init__()
         self.residual = nn.Sequential(
-            conv_bn(in_channels, channels, 1),
+            ConvBN(in_channels, channels, 1),
             nn.ReLU(),
-            conv_bn(channels, channels, 3, stride),
+            ConvBN(channels, channels, 3, stride),
             nn.ReLU(),
-            conv_bn(channels, channels * self.expansion, 1),
+            ConvBN(channels, channels * self.expansion, 1),
         )
         self.shortcut = projection_shortcut(in_channels, channels * self.expansion, stride)
         self.relu = nn.ReLU()
@@ -65,7 +51,7 @@ def projection_shortcut(in_channels, out_channels, stride):
     """Identity when shapes match, else a strided 1x1 conv + BN to match them."""
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
-    return conv_bn(in_channels, out_channels, 1, stride)
+    return ConvBN(in_channels, out_channels, 1, stride)
 
 
 # depth -> (block type, blocks per stage)
@@ -76,20 +62,19 @@ DEPTH_SPECS = {
 }
 
 
-class ResNet(nn.Layer):
+class ResNet(PooledClassifier):
     """ResNet classifier; `small_input` uses a 3x3 stride-1 stem without max-pool for 28x28/32x32."""
 
     def __init__(self, depth, num_classes=10, in_channels=3, small_input=False):
-        super().__init__()
         if depth not in DEPTH_SPECS:
             raise ValueError(f"unsupported ResNet depth {depth}; expected one of {sorted(DEPTH_SPECS)}")
         block, blocks_per_stage = DEPTH_SPECS[depth]
         stem_channels = STAGE_CHANNELS[0]
         if small_input:
-            stem = [conv_bn(in_channels, stem_channels, 3), nn.ReLU()]
+            stem = [ConvBN(in_channels, stem_channels, 3), nn.ReLU()]
         else:
             stem = [
-                conv_bn(in_channels, stem_channels, 7, stride=2),
+                ConvBN(in_channels, stem_channels, 7, stride=2),
                 nn.ReLU(),
                 nn.MaxPool2D(kernel_size=3, stride=2, padding=1),
             ]
@@ -100,10 +85,4 @@ class ResNet(nn.Layer):
                 stride = 2 if stage > 0 and index == 0 else 1
                 layers.append(block(channels, stage_channels, stride))
                 channels = stage_channels * block.expansion
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2D(1)
-        self.classifier = nn.Linear(channels, num_classes)
-
-    def forward(self, images):
-        features = self.pool(self.features(images))
-        return self.classifier(paddle.flatten(features, start_axis=1))
+        super().__init__(nn.Sequential(*layers), channels, num_classes)
