@@ -6,7 +6,6 @@
 Model and data flags default to the ones saved with the checkpoint.
 """
 import suite  # noqa: F401,I001 - first: prepares the process for Paddle (see suite/__init__.py)
-import argparse
 import json
 import sys
 
@@ -18,7 +17,7 @@ from suite import checkpoint, config, data, loop, program
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Evaluate a checkpoint written by train.py.")
+    p = config.Parser(description="Evaluate a checkpoint written by train.py.")
     add = p.add_argument
     add("--pruned_model", required=True, help="checkpoint folder (MODEL_PATH/epoch_N or MODEL_PATH/latest) or MODEL_PATH")
     add("--data", default=None, help="default: the checkpoint's dataset")
@@ -35,17 +34,22 @@ def parse_args(argv=None):
 
 
 def evaluate(cfg):
+    if cfg.batch_size < 1:
+        raise config.ConfigError(f"--batch_size {cfg.batch_size} must be >= 1")
     folder = checkpoint.resolve(cfg.pruned_model)
-    saved = checkpoint.verify(folder)["flags"]
-    for name in ("data", "model", "scale", "image_size", "data_dir"):
+    state = checkpoint.verify(folder)
+    saved = state["flags"]
+    if cfg.data is None and cfg.data_dir is None:  # the saved folder belongs to the saved dataset only
+        cfg.data_dir = saved.get("data_dir")
+    for name in ("data", "model", "scale", "image_size"):
         if getattr(cfg, name) is None:
             setattr(cfg, name, saved.get(name))
     if cfg.data not in data.DATASETS:
         raise config.ConfigError(f"--data {cfg.data!r} is not a known dataset; choose one of {', '.join(sorted(data.DATASETS))}")
     info = data.DATASETS[cfg.data]
     test_set = data.load_dataset(cfg.data, "test", cfg.data_dir, cfg.image_size, cfg.test_subset)
-    num_classes = getattr(test_set, "num_classes", info.num_classes)
-    place = paddle.CPUPlace() if cfg.use_gpu is False else static.default_place()
+    num_classes = state.get("num_classes") or getattr(test_set, "num_classes", info.num_classes)
+    place = config.choose_place(cfg.use_gpu)
 
     paddle.enable_static()
     main, startup = paddle.static.Program(), paddle.static.Program()
@@ -105,8 +109,12 @@ def main(argv=None):
         return 2
     print_report(result)
     if cfg.json:
-        with open(cfg.json, "w") as f:
-            json.dump(result, f, indent=1)
+        try:
+            with open(cfg.json, "w") as f:
+                json.dump(result, f, indent=1)
+        except OSError as exc:
+            print(f"error: could not write --json {cfg.json}: {exc}", file=sys.stderr)
+            return 4
     return 0
 
 

@@ -6,10 +6,10 @@
 Flags follow PaddleSlim's unstructured-pruning demo; see README.md for all of them.
 """
 import suite  # noqa: F401,I001 - first: prepares the process for Paddle (see suite/__init__.py)
-import argparse
 import hashlib
 import os
 import sys
+from types import SimpleNamespace
 
 import paddle
 
@@ -17,12 +17,18 @@ from sparsity import UnstructuredPruner, selection, static
 from suite import checkpoint, config, data, distributed, loop, program
 from suite.log import RunLog, plot_history
 
-# Flags that define a run: a checkpoint made with other values is refused on resume.
-DEFINING_FLAGS = ("data", "model", "scale", "image_size", "pruning_strategy", "pruning_mode", "sparse_block", "nm_pattern", "prune_params_type", "local_sparsity")
+# Flags that shape a run (model, data order, schedules, pruning): resuming with other values is refused,
+# since the result would be neither the old run continued nor a new one.
+DEFINING_FLAGS = (
+    "data", "model", "scale", "image_size", "train_subset", "batch_size", "seed", "num_epochs",
+    "lr", "lr_strategy", "step_epochs", "l2_decay", "momentum_rate",
+    "pruning_strategy", "pruning_mode", "ratio", "threshold", "sparse_block", "nm_pattern", "prune_params_type",
+    "local_sparsity", "stable_epochs", "pruning_epochs", "tunning_epochs", "pruning_steps", "initial_ratio",
+)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Sparse training of vision models (PaddlePaddle static graph).")
+    p = config.Parser(description="Sparse training of vision models (PaddlePaddle static graph).")
     add = p.add_argument
     add("--data", default="fashion_mnist", help="fashion_mnist | mnist | cifar10 | imagenet")
     add("--data_dir", default=None, help="dataset folder (default: the dataset's usual place)")
@@ -43,7 +49,7 @@ def parse_args(argv=None):
     add("--threshold", type=float, default=1e-2, help="threshold mode: |w| below this is zeroed")
     add("--sparse_block", type=int, nargs="+", default=[1, 1], help="m n: prune m x n blocks (2 1: semi-structured)")
     add("--nm_pattern", type=int, nargs="+", default=[2, 4], help="n m for --pruning_mode nm: keep n of every m along the input axis")
-    add("--prune_params_type", default=None, choices=[None, "conv1x1_only"])
+    add("--prune_params_type", type=config.optional_name, default=None, choices=[None, "conv1x1_only"])
     add("--local_sparsity", type=config.str2bool, default=False, help="True: the ratio applies to each parameter")
     add("--stable_epochs", type=int, default=0)
     add("--pruning_epochs", type=int, default=60)
@@ -69,25 +75,21 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def choose_place(use_gpu):
-    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if use_gpu and not has_gpu:
-        raise config.ConfigError("--use_gpu True but this Paddle has no CUDA device; install paddlepaddle-gpu or pass --use_gpu False")
-    if use_gpu is False:
-        return paddle.CPUPlace()
-    return static.default_place()
-
-
 def find_resume_point(cfg):
     """The checkpoint folder to continue from (or None), verified and checked against the flags."""
+    latest = os.path.join(cfg.model_path, checkpoint.LATEST)
     if cfg.resume:
-        latest = os.path.join(cfg.model_path, checkpoint.LATEST)
-        if not os.path.exists(latest):
+        if not os.path.lexists(latest):
             return None, None
         folder = checkpoint.resolve(latest)
     elif cfg.checkpoint:
         folder = checkpoint.resolve(cfg.checkpoint)
     else:
+        if os.path.lexists(latest):
+            raise config.ConfigError(
+                f"--model_path {cfg.model_path} already holds a run ({latest} -> {os.readlink(latest)}); "
+                "pass --resume to continue it, or another --model_path"
+            )
         return None, None
     state = checkpoint.verify(folder)
     ir = "pir" if static.pir_enabled() else "legacy"
@@ -96,7 +98,10 @@ def find_resume_point(cfg):
     for name in DEFINING_FLAGS:
         saved, now = state["flags"].get(name), getattr(cfg, name)
         if saved != now:
-            raise checkpoint.CheckpointError(f"{folder} is for --{name} {saved}, this run has --{name} {now}; pass the same value or another --model_path")
+            raise checkpoint.CheckpointError(
+                f"{folder} is for --{name} {saved}, this run has --{name} {now}; a resumed run must keep the flags "
+                "that shape it: pass the same value, or start a new run in another --model_path"
+            )
     nranks = distributed.world()[1]
     if state.get("nranks", 1) != nranks:
         raise checkpoint.CheckpointError(
@@ -116,52 +121,69 @@ def load_into_scope(folder, names_shapes, place):
 
 
 def setup(cfg):
-    """Everything that can fail on bad input, before any training or writing."""
+    """Checks of flags, data and checkpoints that need no program; raises ConfigError, DataError, CheckpointError."""
     config.validate(cfg)
     info = data.DATASETS[cfg.data]
     cfg.image_size = cfg.image_size or info.image_size
-    rank, nranks = distributed.world()
+    nranks = distributed.world()[1]
     train_set = data.load_dataset(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.train_subset, cfg.skip_bad_samples)
     test_set = data.load_dataset(cfg.data, "test", cfg.data_dir, cfg.image_size, cfg.test_subset, cfg.skip_bad_samples)
     steps = data.num_batches(train_set, cfg.batch_size, nranks)
     if steps < 1:
         raise config.ConfigError(f"{len(train_set)} training samples make no full batch of --batch_size {cfg.batch_size} on {nranks} card(s); lower --batch_size")
     config.check_gmp_fits(cfg, steps)
-    folder, state = find_resume_point(cfg)
+    place = config.choose_place(cfg.use_gpu)
     if cfg.pretrained_model:
         checkpoint.verify(cfg.pretrained_model)
-    place = choose_place(cfg.use_gpu)
-    return info, train_set, test_set, steps, folder, state, place, rank, nranks
+    folder, state = find_resume_point(cfg)
+    num_classes = max(getattr(s, "num_classes", info.num_classes) for s in (train_set, test_set))
+    return SimpleNamespace(info=info, train_set=train_set, test_set=test_set, steps=steps, folder=folder, state=state, place=place, num_classes=num_classes)
+
+
+def prepare(cfg):
+    """Everything before the first step: checks, communication, programs, initial or restored state."""
+    run = setup(cfg)
+    run.team = distributed.init(run.place, *distributed.world())
+    paddle.enable_static()
+    paddle.seed(cfg.seed)
+    try:
+        run.graph = program.build(cfg, run.info.in_channels, run.num_classes, run.steps, run.place, run.team.nranks)
+    except ValueError as exc:  # the model or the pruner refusing these flags
+        raise config.ConfigError(f"--model {cfg.model} with these flags: {exc}") from exc
+    run.exe = paddle.static.Executor(run.place)
+    run.exe.run(run.graph.startup)
+    run.start_epoch, run.history = 0, []
+    if cfg.pretrained_model:
+        weights = {p.name: p.shape for p in selection.model_params(run.graph.main)}
+        load_into_scope(checkpoint.resolve(cfg.pretrained_model), weights, run.place)
+    if run.folder:
+        load_into_scope(run.folder, static.persistables(run.graph.main), run.place)
+        run.graph.lr.set_state_dict(run.state["lr"])
+        if run.graph.pruner:
+            run.graph.pruner.set_state_dict(run.state["pruner"])
+        run.start_epoch, run.history = run.state["epoch"] + 1, run.state.get("history", [])
+    if not run.team.same_on_all_ranks(run.start_epoch):
+        raise checkpoint.CheckpointError(
+            f"the ranks would start from different epochs (this one: {run.start_epoch}); every machine must see the same "
+            "--model_path checkpoints (shared storage) to resume"
+        )
+    return run
 
 
 def main(argv=None):
     cfg = parse_args(argv)
     try:
-        info, train_set, test_set, steps, folder, state, place, rank, nranks = setup(cfg)
+        run = prepare(cfg)
     except (config.ConfigError, data.DataError, checkpoint.CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    graph, exe, team, steps, place = run.graph, run.exe, run.team, run.steps, run.place
+    train_set, test_set, history, rank, nranks = run.train_set, run.test_set, run.history, team.rank, team.nranks
     log = RunLog(cfg.log_dir, rank)
-    team = distributed.init(place, rank, nranks)
-    paddle.enable_static()
-    paddle.seed(cfg.seed)
-    num_classes = getattr(train_set, "num_classes", info.num_classes)
-    graph = program.build(cfg, info.in_channels, num_classes, steps, place, nranks)
-    exe = paddle.static.Executor(place)
-    exe.run(graph.startup)
-
-    start_epoch, history = 0, []
     if cfg.pretrained_model:
-        weights = {p.name: p.shape for p in selection.model_params(graph.main)}
-        load_into_scope(checkpoint.resolve(cfg.pretrained_model), weights, place)
         log.line(f"loaded pretrained weights from {cfg.pretrained_model}")
-    if folder:
-        load_into_scope(folder, static.persistables(graph.main), place)
-        graph.lr.set_state_dict(state["lr"])
-        if graph.pruner:
-            graph.pruner.set_state_dict(state["pruner"])
-        start_epoch, history = state["epoch"] + 1, state.get("history", [])
-        log.line(f"resumed from {folder} (epoch {state['epoch']} done, step {state['step']})")
+    if run.folder:
+        log.line(f"resumed from {run.folder} (epoch {run.state['epoch']} done, step {run.state['step']})")
     elif cfg.resume:
         log.line(f"no checkpoint in {cfg.model_path} yet: starting from scratch")
 
@@ -174,7 +196,7 @@ def main(argv=None):
         f"pruning {cfg.pruning_strategy}" + (f" ({len(pruner.params)} parameters, target ratio {cfg.ratio})" if pruner else "")
     )
     try:
-        for epoch in range(start_epoch, cfg.num_epochs):
+        for epoch in range(run.start_epoch, cfg.num_epochs):
             batches = data.batches(train_set, cfg.batch_size, True, cfg.seed, epoch, rank, nranks, num_workers=cfg.num_workers, augment=cfg.data == "cifar10")
             loop.train_epoch(exe, graph, batches, epoch, steps, log, cfg.log_period, pruned_sparsity, model_params)
             last = epoch == cfg.num_epochs - 1
@@ -187,7 +209,7 @@ def main(argv=None):
                 log.line(f"test epoch {epoch}: top1 {row['top1']:.4f} top5 {row['top5']:.4f} sparsity model {row['model_sparsity']:.4f} pruned {row['pruned_sparsity']:.4f}")
                 log.scalars((epoch + 1) * steps, {"test/acc_top1": row["top1"], "test/acc_top5": row["top5"], "sparsity/model": row["model_sparsity"], "sparsity/pruned": row["pruned_sparsity"]})
             if (epoch + 1) % cfg.model_period == 0 or last:
-                save_checkpoint(cfg, graph, epoch, steps, history, team, log)
+                save_checkpoint(cfg, graph, epoch, steps, run.num_classes, history, team, log)
     except loop.Diverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
@@ -220,7 +242,7 @@ def weights_digest(program):
     return digest.hexdigest()[:16]
 
 
-def save_checkpoint(cfg, graph, epoch, steps, history, team, log):
+def save_checkpoint(cfg, graph, epoch, steps, num_classes, history, team, log):
     """Rank 0 writes the checkpoint; every rank waits until it is complete."""
     if team.nranks > 1:
         log.line(f"epoch {epoch} weights+masks sha256 {weights_digest(graph.main)}")
@@ -230,6 +252,7 @@ def save_checkpoint(cfg, graph, epoch, steps, history, team, log):
             "step": (epoch + 1) * steps,
             "ir": "pir" if static.pir_enabled() else "legacy",
             "nranks": team.nranks,
+            "num_classes": num_classes,
             "flags": vars(cfg),
             "lr": graph.lr.state_dict(),
             "pruner": graph.pruner.state_dict() if graph.pruner else None,

@@ -40,7 +40,7 @@ class DepthwiseSeparable(nn.Sequential):
 
 
 class MobileNetV1(PooledClassifier):
-    """MobileNetV1 classifier; `small_input` makes the stem stride 1 for 28x28/32x32 images."""
+    """MobileNetV1 classifier; `small_input=True` makes the stem stride 1 (the registry keeps the standard stride)."""
 
     def __init__(self, num_classes=10, in_channels=3, scale=1.0, small_input=False):
         stem_channels = scaled_channels(STEM_CHANNELS, scale)

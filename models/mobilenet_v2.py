@@ -49,7 +49,7 @@ class InvertedResidual(nn.Layer):
 
 
 class MobileNetV2(PooledClassifier):
-    """MobileNetV2 classifier; `small_input` makes the stem stride 1 for 28x28/32x32 images."""
+    """MobileNetV2 classifier; `small_input=True` makes the stem stride 1 (the registry keeps the standard stride)."""
 
     def __init__(self, num_classes=10, in_channels=3, scale=1.0, small_input=False):
         channels = make_divisible(STEM_CHANNELS * scale)

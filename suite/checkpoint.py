@@ -63,8 +63,8 @@ def save(model_path, epoch, program, state, keep=0):
         with open(os.path.join(staging, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
         _fsync_tree(staging)
-        if os.path.isdir(final):  # an older checkpoint of the same epoch (a re-run) is replaced whole
-            shutil.rmtree(final)
+        if os.path.isdir(final):  # a checkpoint of the same epoch (a re-run) is moved aside, then replaced
+            os.rename(final, os.path.join(model_path, f".tmp-old-{name}-{os.getpid()}"))
         os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -72,8 +72,9 @@ def save(model_path, epoch, program, state, keep=0):
     link = os.path.join(model_path, f".tmp-{LATEST}-{os.getpid()}")
     os.symlink(name, link)
     os.replace(link, os.path.join(model_path, LATEST))
+    _remove_staging_leftovers(model_path)
     if keep:
-        _prune_old(model_path, keep)
+        _prune_old(model_path, keep, epoch)
     return final
 
 
@@ -88,12 +89,13 @@ def _remove_staging_leftovers(model_path):
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def _prune_old(model_path, keep):
+def _prune_old(model_path, keep, newest):
+    """Keep the `keep` newest checkpoints up to epoch `newest` (the one just written); later ones are left alone."""
     epochs = sorted(
         (int(n.split("_")[1]) for n in os.listdir(model_path) if n.startswith("epoch_") and n.split("_")[1].isdigit()),
         reverse=True,
     )
-    for epoch in epochs[keep:]:
+    for epoch in [e for e in epochs if e <= newest][keep:]:
         shutil.rmtree(os.path.join(model_path, f"epoch_{epoch}"), ignore_errors=True)
 
 

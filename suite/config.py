@@ -1,7 +1,11 @@
 """Flag validation done before any training or writing: every bad value gets one clear line."""
+import argparse
 import os
 
+import paddle
+
 import models
+from sparsity import static
 from suite.data import DATASETS
 
 
@@ -17,6 +21,28 @@ def str2bool(text):
     if value in ("false", "0", "no", "n"):
         return False
     raise ValueError(f"expected True or False, got {text!r}")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the suite's error style: one `error:` line naming the flag, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def optional_name(text):
+    """A flag value where 'None' (PaddleSlim scripts pass it) means no value."""
+    return None if text in ("None", "none", "") else text
+
+
+def choose_place(use_gpu):
+    """GPU when Paddle has CUDA and one is visible (or --use_gpu True insists), else CPU."""
+    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if use_gpu and not has_gpu:
+        raise ConfigError("--use_gpu True but this Paddle has no CUDA device; install paddlepaddle-gpu or pass --use_gpu False")
+    if use_gpu is False:
+        return paddle.CPUPlace()
+    return static.default_place()
 
 
 def _require(condition, message):
@@ -43,6 +69,12 @@ def validate(cfg):
         "--pruning_mode nm keeps n of every m single weights; leave --sparse_block at 1 1",
     )
     _require(cfg.batch_size >= 1, f"--batch_size {cfg.batch_size} must be >= 1")
+    _require(cfg.batch_size_for_validation >= 1, f"--batch_size_for_validation {cfg.batch_size_for_validation} must be >= 1")
+    _require(
+        cfg.step_epochs == sorted(cfg.step_epochs) and all(e > 0 for e in cfg.step_epochs),
+        f"--step_epochs {' '.join(map(str, cfg.step_epochs))} must be positive and ascending, e.g. 30 60 90",
+    )
+    _require(cfg.num_workers >= 0, f"--num_workers {cfg.num_workers} must be >= 0")
     _require(cfg.num_epochs >= 1, f"--num_epochs {cfg.num_epochs} must be >= 1")
     _require(cfg.lr > 0, f"--lr {cfg.lr} must be > 0")
     _require(cfg.scale > 0, f"--scale {cfg.scale} must be > 0")
@@ -56,6 +88,11 @@ def validate(cfg):
         _require(cfg.pruning_steps >= 1, f"--pruning_steps {cfg.pruning_steps} must be >= 1")
         _require(cfg.pruning_epochs >= 1, "--pruning_epochs must be >= 1 with --pruning_strategy gmp")
         _require(0.0 <= cfg.initial_ratio <= cfg.ratio, f"--initial_ratio {cfg.initial_ratio} must be in [0, --ratio {cfg.ratio}]")
+        _require(
+            cfg.stable_epochs + cfg.pruning_epochs <= cfg.num_epochs,
+            f"--stable_epochs {cfg.stable_epochs} + --pruning_epochs {cfg.pruning_epochs} exceed --num_epochs {cfg.num_epochs}: "
+            "the run would end before reaching --ratio; lengthen the run or shorten the phases",
+        )
     if cfg.last_epoch is not None:
         _require(cfg.checkpoint is not None, "--last_epoch needs --checkpoint DIR (the checkpoint to continue from)")
     _require(not (cfg.resume and cfg.checkpoint), "--resume and --checkpoint both name where to continue from; pass one")

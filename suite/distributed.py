@@ -2,7 +2,7 @@
 
 One process per card. Gradients are summed across ranks by an all-reduce appended between
 backward and the optimizer update, then divided by the number of ranks. Communication runs on
-ring 0: NCCL set up by paddle.distributed.init_parallel_env() on GPU, a gloo context on CPU.
+ring 0: an NCCL communicator on GPU, gloo on CPU.
 """
 import os
 from dataclasses import dataclass, field
@@ -23,29 +23,44 @@ class World:
     rank: int
     nranks: int
     place: object
-    _barrier: object = field(default=None, repr=False)
+    _summer: object = field(default=None, repr=False)
 
-    def barrier(self):
-        """Every rank waits here until all arrive (a one-element all-reduce on ring 0)."""
-        if self.nranks == 1:
-            return
-        if self._barrier is None:
+    def _sum(self, values):
+        """Element-wise sum of a small float vector over all ranks (an all-reduce on ring 0)."""
+        if self._summer is None:
             prog, startup = paddle.static.Program(), paddle.static.Program()
             with paddle.static.program_guard(prog, startup):
-                token = paddle.full([1], 1.0, "float32")
-                token = _all_reduce_sum(token)
-            self._barrier = (prog, token, paddle.static.Executor(self.place))
-        prog, token, exe = self._barrier
-        total = exe.run(prog, fetch_list=[token])[0]
-        if int(np.asarray(total).reshape(-1)[0]) != self.nranks:
-            raise RuntimeError(f"barrier counted {total} ranks, expected {self.nranks}")
+                vector = paddle.static.data("rank_values", [2], "float64")
+                total = _all_reduce_sum(vector * 1.0)
+            self._summer = (prog, total, paddle.static.Executor(self.place))
+        prog, total, exe = self._summer
+        return np.asarray(exe.run(prog, feed={"rank_values": np.asarray(values, "float64")}, fetch_list=[total])[0])
+
+    def barrier(self):
+        """Every rank waits here until all arrive."""
+        if self.nranks > 1:
+            self._sum([1.0, 0.0])
+
+    def same_on_all_ranks(self, value):
+        """True when every rank passes the same number (sum of squares equals square of sum / n)."""
+        if self.nranks == 1:
+            return True
+        total, squares = self._sum([float(value), float(value) ** 2])
+        return abs(total**2 - self.nranks * squares) < 1e-6
 
 
 def init(place, rank, nranks):
-    """Set up ring 0 for this process (call before paddle.enable_static()); returns the World."""
+    """Set up ring 0 for this process (call before paddle.enable_static()); returns the World.
+
+    Paddle's static collectives look up the communicator of ring 0. On GPU, the private
+    `_init_parallel_env("nccl")` (the same in Paddle 2.6 and 3.x) creates it from the launcher's
+    environment; on CPU that helper needs a device id, so the gloo context it would make is made here.
+    """
     if nranks > 1:
         if isinstance(place, paddle.CUDAPlace):
-            paddle.distributed.init_parallel_env()
+            from paddle.distributed.collective import _init_parallel_env
+
+            _init_parallel_env("nccl")
         else:
             core = paddle.base.core
             core.CommContextManager.create_gloo_comm_context(core.create_or_get_global_tcp_store(), "0", rank, nranks)

@@ -10,7 +10,6 @@ class RunLog:
 
     def __init__(self, log_dir=None, rank=0):
         self.rank = rank
-        self.history = []
         self._writer = None
         if log_dir and rank == 0:
             try:
@@ -29,10 +28,6 @@ class RunLog:
             for tag, value in values.items():
                 self._writer.add_scalar(tag=tag, step=step, value=value)
 
-    def record(self, row):
-        """Keep one evaluation row (epoch, accuracy, sparsity) for the summary plot."""
-        self.history.append(row)
-
     def close(self):
         if self._writer:
             self._writer.close()
@@ -47,11 +42,12 @@ def plot_history(history, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    epochs = [h["epoch"] for h in history]
+    epochs = [h["epoch"] + 1 for h in history]
     fig, left = plt.subplots(figsize=(7, 4))
+    left.set_xticks(epochs)
     left.plot(epochs, [100 * h["top1"] for h in history], "o-", label="test top-1")
     left.plot(epochs, [100 * h["top5"] for h in history], "s--", label="test top-5")
-    left.set_xlabel("epoch")
+    left.set_xlabel("epochs trained")
     left.set_ylabel("accuracy (%)")
     right = left.twinx()
     right.plot(epochs, [100 * h["pruned_sparsity"] for h in history], "r^-", label="pruned-set sparsity")

@@ -27,13 +27,12 @@ def topk_correct(logits, labels, k):
 
 
 def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sparsity_of, params):
-    """Run one epoch; returns the number of steps taken.
+    """Run one epoch.
 
     `sparsity_of()` gives the pruned-set sparsity for progress lines; at each of them (and so at the
     epoch's last step, before any checkpoint) the weights `params` are checked to be finite.
     """
     window = {"loss": 0.0, "top1": 0, "top5": 0, "seen": 0, "read": 0.0, "batch": 0.0, "steps": 0}
-    step = 0
     tick = time.perf_counter()
     for step, (images, labels) in enumerate(batches, start=1):
         read = time.perf_counter() - tick
@@ -68,7 +67,6 @@ def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sp
             log.scalars(global_step, {"train/loss": window["loss"] / n, "train/acc_top1": window["top1"] / seen, "train/lr": lr, "train/sparsity": sparsity})
             window = dict.fromkeys(window, 0)
         tick = time.perf_counter()
-    return step
 
 
 def evaluate(exe, program, logits_var, batches):

@@ -39,7 +39,7 @@ class SmallNet:
         return self.fc(paddle.flatten(self.conv1x1(h), 1))
 
 
-def build_small_program(optimizer=True, lr=0.05):
+def build_small_program():
     """Builds the SmallNet training program in the current program guard; returns (net, loss)."""
     x = paddle.static.data("x", [None, 1, 8, 8], "float32")
     y = paddle.static.data("y", [None, 1], "int64")

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from tests.scripts import GMP, QUICK, ROOT, check, run, saved_arrays
 
@@ -65,12 +64,13 @@ def test_rank0_checkpoint_resumes_a_two_rank_run(tmp_path):
     assert not os.path.exists(tmp_path / "single")
 
 
-@pytest.mark.parametrize("nranks", [2])
-def test_sharding_gives_each_rank_its_own_batches(nranks):
+def test_ranks_together_see_the_single_process_batches():
     from suite import data
 
     dataset = data.load_dataset("fashion_mnist", "train", subset=256)
-    shards = [list(data.batches(dataset, 32, True, seed=3, epoch=1, rank=r, nranks=nranks)) for r in range(nranks)]
-    whole = list(data.batches(dataset, 32 * nranks, True, seed=3, epoch=1))
-    for step, combined in enumerate(whole):
-        np.testing.assert_array_equal(np.concatenate([s[step][1] for s in shards]), combined[1])
+    shards = [list(data.batches(dataset, 32, True, seed=3, epoch=1, rank=r, nranks=2)) for r in range(2)]
+    whole = list(data.batches(dataset, 64, True, seed=3, epoch=1))
+    assert len(whole) == len(shards[0]) == len(shards[1]) == 4
+    for step, (images, labels) in enumerate(whole):
+        np.testing.assert_array_equal(np.concatenate([s[step][0] for s in shards]), images)
+        np.testing.assert_array_equal(np.concatenate([s[step][1] for s in shards]), labels)

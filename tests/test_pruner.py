@@ -162,11 +162,10 @@ def train_gmp(static_mode, iterations, resume_iteration=0, state=None):
     return ratios, {n: static.read(scope, n) for n in names}, pruner
 
 
-def test_gmp_reaches_target_and_resumes_exactly(static_mode):
-    ratios, final, pruner = train_gmp(static_mode, 14)
+def test_gmp_ramps_monotonically_to_the_target(static_mode):
+    ratios, _, pruner = train_gmp(static_mode, 14)
     assert ratios[0] == 0.0 and ratios[-1] == pytest.approx(0.8, abs=1e-4)
     assert all(a <= b for a, b in zip(ratios, ratios[1:]))
-    # optimizer state is part of a real checkpoint; here, with plain momentum, resume from saved persistables
     assert pruner.iteration == 14
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import paddle
 import pytest
 from PIL import Image
 
@@ -169,30 +170,53 @@ BAD_INPUTS = [
     (["--checkpoint", "{truncated}"], "manifest says"),
     (["--checkpoint", "{flipped}"], "fails its SHA-256 check"),
     (["--pretrained_model", "{flipped}"], "fails its SHA-256 check"),
+    ([], "already holds a run"),  # a fresh run into an existing run's folder
+    (["--batch_size_for_validation", "0"], "--batch_size_for_validation 0 must be >= 1"),
+    (["--step_epochs", "60", "30"], "--step_epochs 60 30 must be positive and ascending"),
+    (["--num_epochs", "1"], "exceed --num_epochs 1"),
+    (["--model", "ResNet18", "--scale", "0.5", "--model_path", "{new}"], "does not support a width multiplier"),
+    (["--prune_params_type", "conv1x1_only", "--model_path", "{new}"], "no parameter to prune"),
+    (["--pretrained_model", "{ckpt}", "--model", "MLP", "--model_path", "{new}"], "does not match this model"),
+    (["--resume", "--model_path", "{broken}"], "no checkpoint at"),
 ]
 
 
 @pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[m.split(" ")[0] + "-" + str(i) for i, (_, m) in enumerate(BAD_INPUTS)])
 def test_bad_input_is_refused_before_any_work(reference, tmp_path, capsys, args, message):
-    if "--use_gpu" in args and __import__("paddle").is_compiled_with_cuda():
+    if "--use_gpu" in args and paddle.is_compiled_with_cuda():
         pytest.skip("this Paddle has CUDA")
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("not a folder")
     for name, how in (("truncated", "truncate"), ("flipped", "flip")):
         shutil.copytree(reference / "epoch_1", tmp_path / name)
         corrupt(tmp_path / name, how)
+    (tmp_path / "broken").mkdir()
+    os.symlink("epoch_7", tmp_path / "broken" / "latest")  # names a checkpoint that is gone
     places = {"empty": tmp_path / "empty", "missing": tmp_path / "missing", "file": tmp_path / "file",
-              "ckpt": reference / "epoch_1", "truncated": tmp_path / "truncated", "flipped": tmp_path / "flipped"}
+              "ckpt": reference / "epoch_1", "truncated": tmp_path / "truncated", "flipped": tmp_path / "flipped",
+              "new": tmp_path / "new", "broken": tmp_path / "broken"}
     args = [a.format(**places) if a.startswith("{") else a for a in args]
     model_path = tmp_path / "out"
     shutil.copytree(reference, model_path, symlinks=True)  # an existing run that must stay untouched
     if "--model_path" not in args:
         args += ["--model_path", str(model_path)]
     before = tree_snapshot(model_path)
-    assert train.main([*RUN, *args]) == 2
+    try:
+        assert train.main([*RUN, *args]) == 2
+    finally:
+        paddle.disable_static()  # some refusals come after the program is being built
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], errors
     assert tree_snapshot(model_path) == before
+    assert not os.path.exists(tmp_path / "new")
+
+
+def test_malformed_flag_value_is_one_error_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.main([*RUN, "--batch_size", "abc"])
+    assert stop.value.code == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: argument --batch_size: invalid int value")
 
 
 def test_checkpoint_of_the_other_ir_is_refused(reference, tmp_path):
