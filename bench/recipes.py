@@ -1,7 +1,7 @@
 """Accuracy at a given sparsity: the main job's recipe, dense and with other pruning settings, side by side.
 
 Each recipe is a train.py run with the flags of `bash run.sh` (MobileNetV1 x0.25, Fashion-MNIST,
-40,000 images x 3 epochs, cosine LR 0.1) plus its own pruning flags; then a table of test top-1/top-5,
+the first 40,000 training images x 3 epochs, cosine LR 0.1) plus its own pruning flags; then a table of test top-1/top-5,
 sparsity and wall time. About 15 minutes per recipe on 2 CPU cores.
 
     python bench/recipes.py [--recipes dense,gmp75,...] [--out bench/results]
@@ -15,8 +15,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = [
-    "--data", "fashion_mnist", "--model", "MobileNet", "--scale", "0.25", "--train_subset", "40000",
-    "--batch_size", "128", "--num_epochs", "3", "--lr", "0.1", "--lr_strategy", "cosine_decay", "--l2_decay", "4e-5",
+    "--data", "fashion_mnist", "--model", "MobileNet", "--scale", "0.25", "--train_subset", "40000", "--batch_size", "128", "--num_epochs", "3", "--lr", "0.1", "--lr_strategy", "cosine_decay", "--l2_decay", "4e-5",
     "--log_period", "100",
 ]
 GMP = ["--pruning_strategy", "gmp", "--initial_ratio", "0.15", "--stable_epochs", "1", "--pruning_epochs", "1",
