@@ -104,7 +104,7 @@ def main(argv=None):
     cfg = parse_args(argv)
     try:
         result = evaluate(cfg)
-    except (config.ConfigError, data.DataError, checkpoint.CheckpointError) as exc:
+    except config.INPUT_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print_report(result)

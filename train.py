@@ -174,42 +174,12 @@ def main(argv=None):
     cfg = parse_args(argv)
     try:
         run = prepare(cfg)
-    except (config.ConfigError, data.DataError, checkpoint.CheckpointError) as exc:
+    except config.INPUT_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    graph, exe, team, steps, place = run.graph, run.exe, run.team, run.steps, run.place
-    train_set, test_set, history, rank, nranks = run.train_set, run.test_set, run.history, team.rank, team.nranks
-    log = RunLog(cfg.log_dir, rank)
-    if cfg.pretrained_model:
-        log.line(f"loaded pretrained weights from {cfg.pretrained_model}")
-    if run.folder:
-        log.line(f"resumed from {run.folder} (epoch {run.state['epoch']} done, step {run.state['step']})")
-    elif cfg.resume:
-        log.line(f"no checkpoint in {cfg.model_path} yet: starting from scratch")
-
-    pruner = graph.pruner
-    model_params = selection.model_params(graph.main)
-    pruned_sparsity = (lambda: pruner.sparsity()["pruned"]) if pruner else (lambda: 0.0)
-    log.line(
-        f"{cfg.model} x{cfg.scale} on {cfg.data} ({len(train_set)} train / {len(test_set)} test, {cfg.image_size}px), "
-        f"{steps} steps/epoch x {nranks} card(s), place {place}, IR {'PIR' if static.pir_enabled() else 'legacy'}, "
-        f"pruning {cfg.pruning_strategy}" + (f" ({len(pruner.params)} parameters, target ratio {cfg.ratio})" if pruner else "")
-    )
+    log = RunLog(cfg.log_dir, run.team.rank)
     try:
-        for epoch in range(run.start_epoch, cfg.num_epochs):
-            batches = data.batches(train_set, cfg.batch_size, True, cfg.seed, epoch, rank, nranks, num_workers=cfg.num_workers, augment=cfg.data == "cifar10")
-            loop.train_epoch(exe, graph, batches, epoch, steps, log, cfg.log_period, pruned_sparsity, model_params)
-            last = epoch == cfg.num_epochs - 1
-            if rank == 0 and ((epoch + 1) % cfg.test_period == 0 or last):
-                test_batches = data.batches(test_set, cfg.batch_size_for_validation, False, drop_last=False, num_workers=cfg.num_workers)
-                result = loop.evaluate(exe, graph.test, graph.test_logits, test_batches)
-                report = pruner.sparsity() if pruner else {"model": UnstructuredPruner.total_sparse(graph.main), "pruned": 0.0}
-                row = {"epoch": epoch, "top1": result["top1"], "top5": result["top5"], "model_sparsity": report["model"], "pruned_sparsity": report["pruned"]}
-                history.append(row)
-                log.line(f"test epoch {epoch}: top1 {row['top1']:.4f} top5 {row['top5']:.4f} sparsity model {row['model_sparsity']:.4f} pruned {row['pruned_sparsity']:.4f}")
-                log.scalars((epoch + 1) * steps, {"test/acc_top1": row["top1"], "test/acc_top5": row["top5"], "sparsity/model": row["model_sparsity"], "sparsity/pruned": row["pruned_sparsity"]})
-            if (epoch + 1) % cfg.model_period == 0 or last:
-                save_checkpoint(cfg, graph, epoch, steps, run.num_classes, history, team, log)
+        train(cfg, run, log)
     except loop.Diverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
@@ -218,17 +188,60 @@ def main(argv=None):
         return 2
     finally:
         log.close()
-    skipped = getattr(train_set, "skipped", 0) + getattr(test_set, "skipped", 0)
+    return 0
+
+
+def train(cfg, run, log):
+    """The epochs still to run: train, evaluate on rank 0, checkpoint; then the summary line and plot."""
+    graph, team, pruner = run.graph, run.team, run.graph.pruner
+    if cfg.pretrained_model:
+        log.line(f"loaded pretrained weights from {cfg.pretrained_model}")
+    if run.folder:
+        log.line(f"resumed from {run.folder} (epoch {run.state['epoch']} done, step {run.state['step']})")
+    elif cfg.resume:
+        log.line(f"no checkpoint in {cfg.model_path} yet: starting from scratch")
+    log.line(
+        f"{cfg.model} x{cfg.scale} on {cfg.data} ({len(run.train_set)} train / {len(run.test_set)} test, {cfg.image_size}px), "
+        f"{run.steps} steps/epoch x {team.nranks} card(s), place {run.place}, IR {'PIR' if static.pir_enabled() else 'legacy'}, "
+        f"pruning {cfg.pruning_strategy}" + (f" ({len(pruner.params)} parameters, target ratio {cfg.ratio})" if pruner else "")
+    )
+    model_params = selection.model_params(graph.main)
+    pruned_sparsity = (lambda: pruner.sparsity()["pruned"]) if pruner else (lambda: 0.0)
+    for epoch in range(run.start_epoch, cfg.num_epochs):
+        batches = data.batches(
+            run.train_set, cfg.batch_size, True, cfg.seed, epoch, team.rank, team.nranks, num_workers=cfg.num_workers, augment=cfg.data == "cifar10"
+        )
+        loop.train_epoch(run.exe, graph, batches, epoch, run.steps, log, cfg.log_period, pruned_sparsity, model_params)
+        last = epoch == cfg.num_epochs - 1
+        if team.rank == 0 and ((epoch + 1) % cfg.test_period == 0 or last):
+            run.history.append(evaluate_epoch(cfg, run, epoch, log))
+        if (epoch + 1) % cfg.model_period == 0 or last:
+            save_checkpoint(cfg, run, epoch, log)
+    skipped = getattr(run.train_set, "skipped", 0) + getattr(run.test_set, "skipped", 0)
     if skipped:
         log.line(f"skipped {skipped} bad sample(s) (--skip_bad_samples); see the warnings above")
-    if rank == 0 and history:
-        path = plot_history(history, os.path.join(cfg.model_path, "curves.png"))
-        final = history[-1]
+    if team.rank == 0 and run.history:
+        path = plot_history(run.history, os.path.join(cfg.model_path, "curves.png"))
+        final = run.history[-1]
         log.line(
             f"final: top1 {final['top1']:.4f} top5 {final['top5']:.4f} sparsity model {final['model_sparsity']:.4f} "
             f"pruned {final['pruned_sparsity']:.4f}; checkpoint {os.path.join(cfg.model_path, checkpoint.LATEST)}" + (f"; curves {path}" if path else "")
         )
-    return 0
+
+
+def evaluate_epoch(cfg, run, epoch, log):
+    """Test accuracy and sparsity after `epoch`, logged and returned as a history row."""
+    graph = run.graph
+    batches = data.batches(run.test_set, cfg.batch_size_for_validation, False, drop_last=False, num_workers=cfg.num_workers)
+    result = loop.evaluate(run.exe, graph.test, graph.test_logits, batches)
+    report = graph.pruner.sparsity() if graph.pruner else {"model": UnstructuredPruner.total_sparse(graph.main), "pruned": 0.0}
+    row = {"epoch": epoch, "top1": result["top1"], "top5": result["top5"], "model_sparsity": report["model"], "pruned_sparsity": report["pruned"]}
+    log.line(f"test epoch {epoch}: top1 {row['top1']:.4f} top5 {row['top5']:.4f} sparsity model {row['model_sparsity']:.4f} pruned {row['pruned_sparsity']:.4f}")
+    log.scalars(
+        (epoch + 1) * run.steps,
+        {"test/acc_top1": row["top1"], "test/acc_top5": row["top5"], "sparsity/model": row["model_sparsity"], "sparsity/pruned": row["pruned_sparsity"]},
+    )
+    return row
 
 
 def weights_digest(program):
@@ -242,21 +255,22 @@ def weights_digest(program):
     return digest.hexdigest()[:16]
 
 
-def save_checkpoint(cfg, graph, epoch, steps, num_classes, history, team, log):
+def save_checkpoint(cfg, run, epoch, log):
     """Rank 0 writes the checkpoint; every rank waits until it is complete."""
+    graph, team = run.graph, run.team
     if team.nranks > 1:
         log.line(f"epoch {epoch} weights+masks sha256 {weights_digest(graph.main)}")
     if team.rank == 0:
         state = {
             "epoch": epoch,
-            "step": (epoch + 1) * steps,
+            "step": (epoch + 1) * run.steps,
             "ir": "pir" if static.pir_enabled() else "legacy",
             "nranks": team.nranks,
-            "num_classes": num_classes,
+            "num_classes": run.num_classes,
             "flags": vars(cfg),
             "lr": graph.lr.state_dict(),
             "pruner": graph.pruner.state_dict() if graph.pruner else None,
-            "history": history,
+            "history": run.history,
         }
         try:
             path = checkpoint.save(cfg.model_path, epoch, graph.main, state, keep=cfg.keep_checkpoints)

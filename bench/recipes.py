@@ -42,7 +42,7 @@ def main():
         subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *BASE, *RECIPES[name], "--model_path", model_path, "--resume"], check=True)
         final = json.load(open(os.path.join(model_path, "latest", "state.json")))["history"][-1]
         rows.append((name, final, time.time() - start))
-    print(f"\n| recipe | flags | test top-1 | test top-5 | sparsity, pruned set | sparsity, all parameters | wall time |")
+    print("\n| recipe | flags | test top-1 | test top-5 | sparsity, pruned set | sparsity, all parameters | wall time |")
     print("|---|---|---|---|---|---|---|")
     for name, final, seconds in rows:
         print(f"| {name} | `{' '.join(RECIPES[name])}` | {final['top1']:.2%} | {final['top5']:.2%} | "

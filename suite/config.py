@@ -6,7 +6,8 @@ import paddle
 
 import models
 from sparsity import static
-from suite.data import DATASETS
+from suite.checkpoint import CheckpointError
+from suite.data import DATASETS, DataError
 
 
 class ConfigError(ValueError):
@@ -21,6 +22,10 @@ def str2bool(text):
     if value in ("false", "0", "no", "n"):
         return False
     raise ValueError(f"expected True or False, got {text!r}")
+
+
+# Bad flags, data or checkpoints: the command lines print these as one `error:` line and exit 2.
+INPUT_ERRORS = (ConfigError, DataError, CheckpointError)
 
 
 class Parser(argparse.ArgumentParser):
