@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import paddle
 
-from sparsity import UnstructuredPruner, selection, static
+from sparsity import report, selection, static
 from suite import checkpoint, config, data, distributed, loop, program
 from suite.log import RunLog, plot_history
 
@@ -206,12 +206,13 @@ def train(cfg, run, log):
         f"pruning {cfg.pruning_strategy}" + (f" ({len(pruner.params)} parameters, target ratio {cfg.ratio})" if pruner else "")
     )
     model_params = selection.model_params(graph.main)
-    pruned_sparsity = (lambda: pruner.sparsity()["pruned"]) if pruner else (lambda: 0.0)
+    pruned_names = [p.name for p in pruner.params] if pruner else []
+    run.sparsity_report = lambda: report.summary(paddle.static.global_scope(), model_params, pruned_names)
     for epoch in range(run.start_epoch, cfg.num_epochs):
         batches = data.batches(
             run.train_set, cfg.batch_size, True, cfg.seed, epoch, team.rank, team.nranks, num_workers=cfg.num_workers, augment=cfg.data == "cifar10"
         )
-        loop.train_epoch(run.exe, graph, batches, epoch, run.steps, log, cfg.log_period, pruned_sparsity, model_params)
+        loop.train_epoch(run.exe, graph, batches, epoch, run.steps, log, cfg.log_period, run.sparsity_report)
         last = epoch == cfg.num_epochs - 1
         if team.rank == 0 and ((epoch + 1) % cfg.test_period == 0 or last):
             run.history.append(evaluate_epoch(cfg, run, epoch, log))
@@ -234,8 +235,8 @@ def evaluate_epoch(cfg, run, epoch, log):
     graph = run.graph
     batches = data.batches(run.test_set, cfg.batch_size_for_validation, False, drop_last=False, num_workers=cfg.num_workers)
     result = loop.evaluate(run.exe, graph.test, graph.test_logits, batches)
-    report = graph.pruner.sparsity() if graph.pruner else {"model": UnstructuredPruner.total_sparse(graph.main), "pruned": 0.0}
-    row = {"epoch": epoch, "top1": result["top1"], "top5": result["top5"], "model_sparsity": report["model"], "pruned_sparsity": report["pruned"]}
+    sparsity = run.sparsity_report()
+    row = {"epoch": epoch, "top1": result["top1"], "top5": result["top5"], "model_sparsity": sparsity["model"], "pruned_sparsity": sparsity["pruned"]}
     log.line(f"test epoch {epoch}: top1 {row['top1']:.4f} top5 {row['top5']:.4f} sparsity model {row['model_sparsity']:.4f} pruned {row['pruned_sparsity']:.4f}")
     log.scalars(
         (epoch + 1) * run.steps,

@@ -12,6 +12,7 @@ class LayerSparsity:
     shape: tuple
     size: int
     zeros: int
+    nonfinite: int = 0
 
     @property
     def sparsity(self):
@@ -19,11 +20,12 @@ class LayerSparsity:
 
 
 def layer_sparsity(scope, params):
-    """Per-parameter zero counts for the given static.Param list."""
+    """Per-parameter zero (and NaN/Inf) counts for the given static.Param list."""
     rows = []
     for p in params:
         values = static.read(scope, p.name)
-        rows.append(LayerSparsity(p.name, tuple(values.shape), int(values.size), int(values.size - np.count_nonzero(values))))
+        zeros = int(values.size - np.count_nonzero(values))
+        rows.append(LayerSparsity(p.name, tuple(values.shape), int(values.size), zeros, int(values.size - np.isfinite(values).sum())))
     return rows
 
 
@@ -34,14 +36,16 @@ def overall(rows):
 
 
 def summary(scope, model_params, pruned_names):
-    """{'model': sparsity over all parameters, 'pruned': over the pruned set, 'layers': per-layer rows}."""
+    """{'model': sparsity over all parameters, 'pruned': over the pruned set, 'layers': per-layer rows,
+    'nonfinite': names of parameters holding NaN or Inf}."""
     rows = layer_sparsity(scope, model_params)
-    pruned = [r for r in rows if r.name in set(pruned_names)]
+    pruned_names = set(pruned_names)
     return {
         "model": overall(rows),
-        "pruned": overall(pruned),
+        "pruned": overall([r for r in rows if r.name in pruned_names]),
         "layers": [
-            {"name": r.name, "shape": list(r.shape), "size": r.size, "sparsity": r.sparsity, "pruned": r.name in set(pruned_names)}
+            {"name": r.name, "shape": list(r.shape), "size": r.size, "sparsity": r.sparsity, "pruned": r.name in pruned_names}
             for r in rows
         ],
+        "nonfinite": [r.name for r in rows if r.nonfinite],
     }

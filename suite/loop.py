@@ -3,20 +3,10 @@ import math
 import time
 
 import numpy as np
-import paddle
-
-from sparsity import static
 
 
 class Diverged(RuntimeError):
     """The loss or the weights became NaN or Inf; training stops and no checkpoint is written over the last good one."""
-
-
-def check_finite(scope, params, where):
-    """Raise Diverged naming the first parameter holding NaN or Inf."""
-    for p in params:
-        if not np.isfinite(static.read(scope, p.name)).all():
-            raise Diverged(f"weights of {p.name} are not finite at {where}: training diverged; lower --lr or check the data; the last good checkpoint is kept")
 
 
 def topk_correct(logits, labels, k):
@@ -26,11 +16,11 @@ def topk_correct(logits, labels, k):
     return int((top == labels.reshape(-1, 1)).any(axis=1).sum())
 
 
-def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sparsity_of, params):
+def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sparsity_report):
     """Run one epoch.
 
-    `sparsity_of()` gives the pruned-set sparsity for progress lines; at each of them (and so at the
-    epoch's last step, before any checkpoint) the weights `params` are checked to be finite.
+    `sparsity_report()` (report.summary of the current weights) feeds each progress line; the same
+    read checks the weights are finite, at every line and so at the epoch's last step, before any checkpoint.
     """
     window = {"loss": 0.0, "top1": 0, "top5": 0, "seen": 0, "read": 0.0, "batch": 0.0, "steps": 0}
     tick = time.perf_counter()
@@ -56,8 +46,13 @@ def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sp
         window["steps"] += 1
         if step % log_period == 0 or step == steps_per_epoch:
             n, seen = window["steps"], window["seen"]
-            check_finite(paddle.static.global_scope(), params, f"epoch {epoch}, batch {step}")
-            sparsity = sparsity_of()
+            report = sparsity_report()
+            if report["nonfinite"]:
+                raise Diverged(
+                    f"weights of {report['nonfinite'][0]} are not finite at epoch {epoch}, batch {step}: training diverged; "
+                    "lower --lr or check the data; the last good checkpoint is kept"
+                )
+            sparsity = report["pruned"]
             log.line(
                 f"epoch {epoch} batch {step}/{steps_per_epoch} lr {lr:.5f} loss {window['loss'] / n:.4f} "
                 f"top1 {window['top1'] / seen:.4f} top5 {window['top5'] / seen:.4f} sparsity {sparsity:.4f} "
