@@ -14,6 +14,7 @@ from paddle.utils import unique_name
 
 from sparsity import report, selection, static
 from suite import checkpoint, config, data, loop, program
+from suite.errors import ConfigError, WriteError, run_cli
 
 
 def parse_args(argv=None):
@@ -35,7 +36,7 @@ def parse_args(argv=None):
 
 def evaluate(cfg):
     if cfg.batch_size < 1:
-        raise config.ConfigError(f"--batch_size {cfg.batch_size} must be >= 1")
+        raise ConfigError(f"--batch_size {cfg.batch_size} must be >= 1")
     folder = checkpoint.resolve(cfg.pruned_model)
     state = checkpoint.verify(folder)
     saved = state["flags"]
@@ -45,7 +46,7 @@ def evaluate(cfg):
         if getattr(cfg, name) is None:
             setattr(cfg, name, saved.get(name))
     if cfg.data not in data.DATASETS:
-        raise config.ConfigError(f"--data {cfg.data!r} is not a known dataset; choose one of {', '.join(sorted(data.DATASETS))}")
+        raise ConfigError(f"--data {cfg.data!r} is not a known dataset; choose one of {', '.join(sorted(data.DATASETS))}")
     info = data.DATASETS[cfg.data]
     test_set = data.load_dataset(cfg.data, "test", cfg.data_dir, cfg.image_size, cfg.test_subset)
     num_classes = state.get("num_classes") or getattr(test_set, "num_classes", info.num_classes)
@@ -57,7 +58,7 @@ def evaluate(cfg):
         try:
             _, _, logits = program.forward(cfg.model, cfg.scale, cfg.image_size, info.in_channels, num_classes)
         except ValueError as exc:
-            raise config.ConfigError(str(exc)) from exc
+            raise ConfigError(str(exc)) from exc
         test, test_logits = program.clone_for_test(main, logits)
     params = selection.model_params(main)
     values = checkpoint.read_persistables(folder)
@@ -102,21 +103,15 @@ def print_report(result):
 
 def main(argv=None):
     cfg = parse_args(argv)
-    try:
-        result = evaluate(cfg)
-    except config.INPUT_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = evaluate(cfg)
     print_report(result)
     if cfg.json:
         try:
             with open(cfg.json, "w") as f:
                 json.dump(result, f, indent=1)
         except OSError as exc:
-            print(f"error: could not write --json {cfg.json}: {exc}", file=sys.stderr)
-            return 4
-    return 0
+            raise WriteError(f"could not write --json {cfg.json}: {exc}") from exc
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from suite.data import DataError
+from suite.errors import DataError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)

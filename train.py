@@ -15,6 +15,7 @@ import paddle
 
 from sparsity import report, selection, static
 from suite import checkpoint, config, data, distributed, loop, program
+from suite.errors import CheckpointError, ConfigError, WriteError, run_cli
 from suite.log import RunLog, plot_history
 
 # Flags that shape a run (model, data order, schedules, pruning): resuming with other values is refused,
@@ -86,7 +87,7 @@ def find_resume_point(cfg):
         folder = checkpoint.resolve(cfg.checkpoint)
     else:
         if os.path.lexists(latest):
-            raise config.ConfigError(
+            raise ConfigError(
                 f"--model_path {cfg.model_path} already holds a run ({latest} -> {os.readlink(latest)}); "
                 "pass --resume to continue it, or another --model_path"
             )
@@ -94,22 +95,22 @@ def find_resume_point(cfg):
     state = checkpoint.verify(folder)
     ir = "pir" if static.pir_enabled() else "legacy"
     if state.get("ir") != ir:
-        raise checkpoint.CheckpointError(f"{folder} was written under the {state.get('ir')} IR, this run uses {ir}; set FLAGS_enable_pir_api to match")
+        raise CheckpointError(f"{folder} was written under the {state.get('ir')} IR, this run uses {ir}; set FLAGS_enable_pir_api to match")
     for name in DEFINING_FLAGS:
         saved, now = state["flags"].get(name), getattr(cfg, name)
         if saved != now:
-            raise checkpoint.CheckpointError(
+            raise CheckpointError(
                 f"{folder} is for --{name} {saved}, this run has --{name} {now}; a resumed run must keep the flags "
                 "that shape it: pass the same value, or start a new run in another --model_path"
             )
     nranks = distributed.world()[1]
     if state.get("nranks", 1) != nranks:
-        raise checkpoint.CheckpointError(
+        raise CheckpointError(
             f"{folder} was written by a run on {state.get('nranks', 1)} card(s), this run has {nranks}: steps per epoch, "
             "the LR schedule and GMP phases would shift; resume with the same number of cards"
         )
     if cfg.last_epoch is not None and cfg.last_epoch != state["epoch"]:
-        raise checkpoint.CheckpointError(f"--last_epoch {cfg.last_epoch} but {folder} was saved after epoch {state['epoch']}")
+        raise CheckpointError(f"--last_epoch {cfg.last_epoch} but {folder} was saved after epoch {state['epoch']}")
     return folder, state
 
 
@@ -130,7 +131,7 @@ def setup(cfg):
     test_set = data.load_dataset(cfg.data, "test", cfg.data_dir, cfg.image_size, cfg.test_subset, cfg.skip_bad_samples)
     steps = data.num_batches(train_set, cfg.batch_size, nranks)
     if steps < 1:
-        raise config.ConfigError(f"{len(train_set)} training samples make no full batch of --batch_size {cfg.batch_size} on {nranks} card(s); lower --batch_size")
+        raise ConfigError(f"{len(train_set)} training samples make no full batch of --batch_size {cfg.batch_size} on {nranks} card(s); lower --batch_size")
     config.check_gmp_fits(cfg, steps)
     place = config.choose_place(cfg.use_gpu)
     if cfg.pretrained_model:
@@ -149,7 +150,7 @@ def prepare(cfg):
     try:
         run.graph = program.build(cfg, run.info.in_channels, run.num_classes, run.steps, run.place, run.team.nranks)
     except ValueError as exc:  # the model or the pruner refusing these flags
-        raise config.ConfigError(f"--model {cfg.model} with these flags: {exc}") from exc
+        raise ConfigError(f"--model {cfg.model} with these flags: {exc}") from exc
     run.exe = paddle.static.Executor(run.place)
     run.exe.run(run.graph.startup)
     run.start_epoch, run.history = 0, []
@@ -163,7 +164,7 @@ def prepare(cfg):
             run.graph.pruner.set_state_dict(run.state["pruner"])
         run.start_epoch, run.history = run.state["epoch"] + 1, run.state.get("history", [])
     if not run.team.same_on_all_ranks(run.start_epoch):
-        raise checkpoint.CheckpointError(
+        raise CheckpointError(
             f"the ranks would start from different epochs (this one: {run.start_epoch}); every machine must see the same "
             "--model_path checkpoints (shared storage) to resume"
         )
@@ -172,23 +173,12 @@ def prepare(cfg):
 
 def main(argv=None):
     cfg = parse_args(argv)
-    try:
-        run = prepare(cfg)
-    except config.INPUT_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    run = prepare(cfg)
     log = RunLog(cfg.log_dir, run.team.rank)
     try:
         train(cfg, run, log)
-    except loop.Diverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except data.DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         log.close()
-    return 0
 
 
 def train(cfg, run, log):
@@ -276,11 +266,10 @@ def save_checkpoint(cfg, run, epoch, log):
         try:
             path = checkpoint.save(cfg.model_path, epoch, graph.main, state, keep=cfg.keep_checkpoints)
         except OSError as exc:
-            print(f"error: could not write the checkpoint of epoch {epoch} to {cfg.model_path} ({exc}); the previous checkpoint is kept", file=sys.stderr)
-            raise SystemExit(4) from exc
+            raise WriteError(f"could not write the checkpoint of epoch {epoch} to {cfg.model_path} ({exc}); the previous checkpoint is kept") from exc
         log.line(f"saved {path}")
     team.barrier()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -13,15 +13,13 @@ import shutil
 
 import paddle
 
+from suite.errors import CheckpointError
+
 FORMAT_VERSION = 1
 PREFIX = "model"
 STATE = "state.json"
 MANIFEST = "manifest.json"
 LATEST = "latest"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or belongs to another model or IR; the message says which."""
 
 
 def _sha256(path):

@@ -6,12 +6,8 @@ import paddle
 
 import models
 from sparsity import static
-from suite.checkpoint import CheckpointError
-from suite.data import DATASETS, DataError
-
-
-class ConfigError(ValueError):
-    """A flag has a bad value; the message names it and what is accepted."""
+from suite.data import DATASETS
+from suite.errors import ConfigError
 
 
 def str2bool(text):
@@ -22,10 +18,6 @@ def str2bool(text):
     if value in ("false", "0", "no", "n"):
         return False
     raise ValueError(f"expected True or False, got {text!r}")
-
-
-# Bad flags, data or checkpoints: the command lines print these as one `error:` line and exit 2.
-INPUT_ERRORS = (ConfigError, DataError, CheckpointError)
 
 
 class Parser(argparse.ArgumentParser):

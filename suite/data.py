@@ -27,6 +27,8 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image
 
+from suite.errors import DataError
+
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -41,10 +43,6 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 AUGMENT_PADDING = 4
 IDX_IMAGES_MAGIC = 2051
 IDX_LABELS_MAGIC = 2049
-
-
-class DataError(ValueError):
-    """A dataset is missing, malformed or corrupt; the message names the file and the fix."""
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,7 @@ import time
 
 import numpy as np
 
-
-class Diverged(RuntimeError):
-    """The loss or the weights became NaN or Inf; training stops and no checkpoint is written over the last good one."""
+from suite.errors import Diverged
 
 
 def topk_correct(logits, labels, k):

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from imagenet_reader import ImageNetDataset
-from suite.data import DATASETS, ArrayDataset, DataError, batches, load_dataset, num_batches
+from suite.data import DATASETS, ArrayDataset, batches, load_dataset, num_batches
+from suite.errors import DataError
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 RED, BLUE = (220, 30, 30), (30, 30, 220)

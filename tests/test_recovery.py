@@ -14,6 +14,7 @@ from PIL import Image
 import train
 from sparsity.ops import pir_enabled
 from suite import checkpoint
+from suite.errors import run_cli
 from tests.scripts import GMP, QUICK, ROOT, check, run, saved_arrays, tree_snapshot
 
 RUN = [*QUICK, *GMP, "--num_epochs", "3", "--log_period", "5"]
@@ -43,7 +44,7 @@ def test_keep_checkpoints_and_latest(reference):
 
 def start(*args, wrapper=None):
     """Start train.py (optionally under a wrapper that patches it first) with line-buffered output."""
-    code = (wrapper or "") + "\nimport sys, train\nsys.exit(train.main(sys.argv[1:]))"
+    code = (wrapper or "") + "\nimport sys, train\nfrom suite.errors import run_cli\nsys.exit(run_cli(train.main, sys.argv[1:]))"
     return subprocess.Popen(
         [sys.executable, "-u", "-c", "import suite\n" + code, *map(str, args)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -202,7 +203,7 @@ def test_bad_input_is_refused_before_any_work(reference, tmp_path, capsys, args,
         args += ["--model_path", str(model_path)]
     before = tree_snapshot(model_path)
     try:
-        assert train.main([*RUN, *args]) == 2
+        assert run_cli(train.main, [*RUN, *args]) == 2
     finally:
         paddle.disable_static()  # some refusals come after the program is being built
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
