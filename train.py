@@ -14,19 +14,10 @@ from types import SimpleNamespace
 import paddle
 
 from sparsity import report, selection, static
-from suite import checkpoint, config, data, distributed, loop, program
+import models
+from suite import checkpoint, config, data, distributed, loop, program, weights
 from suite.errors import CheckpointError, ConfigError, WriteError, run_cli
 from suite.log import RunLog, plot_history
-
-# Flags that shape a run (model, data order, schedules, pruning): resuming with other values is refused,
-# since the result would be neither the old run continued nor a new one.
-DEFINING_FLAGS = (
-    "data", "model", "scale", "image_size", "train_subset", "batch_size", "seed", "num_epochs",
-    "lr", "lr_strategy", "step_epochs", "l2_decay", "momentum_rate",
-    "pruning_strategy", "pruning_mode", "ratio", "threshold", "sparse_block", "nm_pattern", "prune_params_type",
-    "local_sparsity", "stable_epochs", "pruning_epochs", "tunning_epochs", "pruning_steps", "initial_ratio",
-)
-
 
 def parse_args(argv=None):
     p = config.Parser(description="Sparse training of vision models (PaddlePaddle static graph).")
@@ -57,7 +48,7 @@ def parse_args(argv=None):
     add("--tunning_epochs", type=int, default=60)
     add("--pruning_steps", type=int, default=100, help="GMP: number of ratio increments")
     add("--initial_ratio", type=float, default=0.15)
-    add("--pretrained_model", default=None, help="checkpoint folder of a dense run to prune and fine-tune")
+    add("--pretrained_model", default=None, help="weights to start from: a checkpoint folder, a state-dict .pdparams (model zoo, PaddleClas) or a .sparse.npz")
     add("--checkpoint", default=None, help="checkpoint folder to continue from (PaddleSlim style)")
     add("--last_epoch", type=int, default=None, help="with --checkpoint: the epoch it was saved at")
     add("--resume", action="store_true", help="continue from MODEL_PATH/latest if there is one")
@@ -76,46 +67,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def find_resume_point(cfg):
-    """The checkpoint folder to continue from (or None), verified and checked against the flags."""
-    latest = os.path.join(cfg.model_path, checkpoint.LATEST)
-    if cfg.resume:
-        if not os.path.lexists(latest):
-            return None, None
-        folder = checkpoint.resolve(latest)
-    elif cfg.checkpoint:
-        folder = checkpoint.resolve(cfg.checkpoint)
-    else:
-        if os.path.lexists(latest):
-            raise ConfigError(
-                f"--model_path {cfg.model_path} already holds a run ({latest} -> {os.readlink(latest)}); "
-                "pass --resume to continue it, or another --model_path"
-            )
-        return None, None
-    state = checkpoint.verify(folder)
-    ir = "pir" if static.pir_enabled() else "legacy"
-    if state.get("ir") != ir:
-        raise CheckpointError(f"{folder} was written under the {state.get('ir')} IR, this run uses {ir}; set FLAGS_enable_pir_api to match")
-    for name in DEFINING_FLAGS:
-        saved, now = state["flags"].get(name), getattr(cfg, name)
-        if saved != now:
-            raise CheckpointError(
-                f"{folder} is for --{name} {saved}, this run has --{name} {now}; a resumed run must keep the flags "
-                "that shape it: pass the same value, or start a new run in another --model_path"
-            )
-    nranks = distributed.world()[1]
-    if state.get("nranks", 1) != nranks:
-        raise CheckpointError(
-            f"{folder} was written by a run on {state.get('nranks', 1)} card(s), this run has {nranks}: steps per epoch, "
-            "the LR schedule and GMP phases would shift; resume with the same number of cards"
-        )
-    if cfg.last_epoch is not None and cfg.last_epoch != state["epoch"]:
-        raise CheckpointError(f"--last_epoch {cfg.last_epoch} but {folder} was saved after epoch {state['epoch']}")
-    return folder, state
-
-
-def load_into_scope(folder, names_shapes, place):
-    values = checkpoint.check_compatible(checkpoint.read_persistables(folder), names_shapes, folder)
+def load_into_scope(values, place):
     scope = paddle.static.global_scope()
     for name, value in values.items():
         static.write(scope, name, value, place)
@@ -134,11 +86,12 @@ def setup(cfg):
         raise ConfigError(f"{len(train_set)} training samples make no full batch of --batch_size {cfg.batch_size} on {nranks} card(s); lower --batch_size")
     config.check_gmp_fits(cfg, steps)
     place = config.choose_place(cfg.use_gpu)
-    if cfg.pretrained_model:
-        checkpoint.verify(cfg.pretrained_model)
-    folder, state = find_resume_point(cfg)
+    pretrained = weights.read(cfg.pretrained_model) if cfg.pretrained_model else None
+    folder, state = checkpoint.find_resume_point(cfg, nranks)
     num_classes = max(getattr(s, "num_classes", info.num_classes) for s in (train_set, test_set))
-    return SimpleNamespace(info=info, train_set=train_set, test_set=test_set, steps=steps, folder=folder, state=state, place=place, num_classes=num_classes)
+    return SimpleNamespace(
+        info=info, train_set=train_set, test_set=test_set, steps=steps, folder=folder, state=state, place=place, num_classes=num_classes, pretrained=pretrained
+    )
 
 
 def prepare(cfg):
@@ -154,11 +107,13 @@ def prepare(cfg):
     run.exe = paddle.static.Executor(run.place)
     run.exe.run(run.graph.startup)
     run.start_epoch, run.history = 0, []
-    if cfg.pretrained_model:
-        weights = {p.name: p.shape for p in selection.model_params(run.graph.main)}
-        load_into_scope(checkpoint.resolve(cfg.pretrained_model), weights, run.place)
+    if run.pretrained and not run.folder:  # a resumed run continues from its own weights
+        shapes = {p.name: p.shape for p in selection.model_params(run.graph.main)}
+        run.pretrained_match = weights.match(run.pretrained, run.graph.structure, shapes, models.classifier_prefixes(cfg.model))
+        load_into_scope(run.pretrained_match.values, run.place)
     if run.folder:
-        load_into_scope(run.folder, static.persistables(run.graph.main), run.place)
+        persistables = static.persistables(run.graph.main)
+        load_into_scope(checkpoint.check_compatible(checkpoint.read_persistables(run.folder), persistables, run.folder), run.place)
         run.graph.lr.set_state_dict(run.state["lr"])
         if run.graph.pruner:
             run.graph.pruner.set_state_dict(run.state["pruner"])
@@ -184,8 +139,8 @@ def main(argv=None):
 def train(cfg, run, log):
     """The epochs still to run: train, evaluate on rank 0, checkpoint; then the summary line and plot."""
     graph, team, pruner = run.graph, run.team, run.graph.pruner
-    if cfg.pretrained_model:
-        log.line(f"loaded pretrained weights from {cfg.pretrained_model}")
+    if run.pretrained and not run.folder:
+        log.line(run.pretrained_match.describe(run.pretrained))
     if run.folder:
         log.line(f"resumed from {run.folder} (epoch {run.state['epoch']} done, step {run.state['step']})")
     elif cfg.resume:
@@ -224,7 +179,7 @@ def evaluate_epoch(cfg, run, epoch, log):
     """Test accuracy and sparsity after `epoch`, logged and returned as a history row."""
     graph = run.graph
     batches = data.batches(run.test_set, cfg.batch_size_for_validation, False, drop_last=False, num_workers=cfg.num_workers)
-    result = loop.evaluate(run.exe, graph.test, graph.test_logits, batches)
+    result = loop.evaluate(loop.program_predictor(run.exe, graph.test, graph.test_logits), batches)
     sparsity = run.sparsity_report()
     row = {"epoch": epoch, "top1": result["top1"], "top5": result["top5"], "model_sparsity": sparsity["model"], "pruned_sparsity": sparsity["pruned"]}
     log.line(f"test epoch {epoch}: top1 {row['top1']:.4f} top5 {row['top5']:.4f} sparsity model {row['model_sparsity']:.4f} pruned {row['pruned_sparsity']:.4f}")
@@ -257,7 +212,12 @@ def save_checkpoint(cfg, run, epoch, log):
             "step": (epoch + 1) * run.steps,
             "ir": "pir" if static.pir_enabled() else "legacy",
             "nranks": team.nranks,
-            "num_classes": run.num_classes,
+            "spec": {
+                "model": cfg.model, "scale": cfg.scale, "image_size": cfg.image_size, "in_channels": run.info.in_channels,
+                "num_classes": run.num_classes, "data": cfg.data, "data_dir": cfg.data_dir,
+            },
+            "structure": graph.structure,
+            "pruned": [p.name for p in graph.pruner.params] if graph.pruner else [],
             "flags": vars(cfg),
             "lr": graph.lr.state_dict(),
             "pruner": graph.pruner.state_dict() if graph.pruner else None,

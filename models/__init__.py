@@ -59,3 +59,10 @@ def create(name, num_classes=10, in_channels=3, scale=1.0, image_size=224):
         small_input=entry.small_stem and image_size <= SMALL_INPUT_MAX_SIZE,
         **extra,
     )
+
+
+def classifier_prefixes(name):
+    """Structural-name prefixes of the classifier head of `name`: what a state dict of another class count may skip."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; accepted names: {', '.join(_REGISTRY)}")
+    return ("classifier.",)

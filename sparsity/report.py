@@ -21,12 +21,15 @@ class LayerSparsity:
 
 def layer_sparsity(scope, params):
     """Per-parameter zero (and NaN/Inf) counts for the given static.Param list."""
-    rows = []
-    for p in params:
-        values = static.read(scope, p.name)
-        zeros = int(values.size - np.count_nonzero(values))
-        rows.append(LayerSparsity(p.name, tuple(values.shape), int(values.size), zeros, int(values.size - np.isfinite(values).sum())))
-    return rows
+    return array_sparsity({p.name: static.read(scope, p.name) for p in params})
+
+
+def array_sparsity(arrays):
+    """Per-array zero (and NaN/Inf) counts for {name: array}."""
+    return [
+        LayerSparsity(name, tuple(v.shape), int(v.size), int(v.size - np.count_nonzero(v)), int(v.size - np.isfinite(v).sum()))
+        for name, v in arrays.items()
+    ]
 
 
 def overall(rows):
@@ -38,7 +41,11 @@ def overall(rows):
 def summary(scope, model_params, pruned_names):
     """{'model': sparsity over all parameters, 'pruned': over the pruned set, 'layers': per-layer rows,
     'nonfinite': names of parameters holding NaN or Inf}."""
-    rows = layer_sparsity(scope, model_params)
+    return summarize(layer_sparsity(scope, model_params), pruned_names)
+
+
+def summarize(rows, pruned_names):
+    """The summary() dict of LayerSparsity rows."""
     pruned_names = set(pruned_names)
     return {
         "model": overall(rows),

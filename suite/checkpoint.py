@@ -1,22 +1,28 @@
 """Atomic checkpoints that resume exactly: persistables + run state + a manifest with checksums.
 
-A checkpoint is a folder MODEL_PATH/epoch_N holding `model.pdparams`/`model.pdopt` (every
-persistable of the training program: weights, masks, optimizer state), `state.json` (epoch,
-step, LR schedule, pruner state, flags) and `manifest.json` (sizes and SHA-256 of the files).
-It is written to a temporary folder and renamed into place; `latest` is a symlink swapped
-atomically, so it only ever names a complete checkpoint.
+A checkpoint is a folder MODEL_PATH/epoch_N holding every persistable of the training program:
+`model.pdparams` (the model's parameters, as `paddle.static.save` writes them), `model.pdopt`
+(optimizer state, LR), `masks.npz` (the pruning masks, 0/1, packed 1 bit per weight, so a sparse
+run's checkpoint costs about what a dense one does), plus `state.json` (epoch, step, LR schedule,
+pruner state, flags) and `manifest.json` (sizes and SHA-256 of the files). It is written to a
+temporary folder and renamed into place; `latest` is a symlink swapped atomically, so it only ever
+names a complete checkpoint.
 """
 import hashlib
 import json
 import os
+import pickle
 import shutil
 
+import numpy as np
 import paddle
 
-from suite.errors import CheckpointError
+from sparsity import static
+from suite.errors import CheckpointError, ConfigError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PREFIX = "model"
+MASKS = "masks.npz"
 STATE = "state.json"
 MANIFEST = "manifest.json"
 LATEST = "latest"
@@ -41,6 +47,47 @@ def _fsync_tree(folder):
         os.close(fd)
 
 
+def pack_masks(masks):
+    """{name: 0/1 float mask} -> entries for np.savez: each mask as packed bits, plus the shapes and dtypes."""
+    entries, layout = {}, {}
+    for name, mask in masks.items():
+        if not np.all((mask == 0) | (mask == 1)):
+            raise ValueError(f"mask {name} holds values other than 0 and 1; it cannot be stored as bits")
+        entries[name] = np.packbits(mask.reshape(-1) != 0)
+        layout[name] = {"shape": list(mask.shape), "dtype": mask.dtype.str}
+    entries["__layout__"] = np.frombuffer(json.dumps(layout).encode(), np.uint8)
+    return entries
+
+
+def unpack_masks(path):
+    """{name: mask} as the program holds them (0/1 in their dtype) from a masks.npz file."""
+    with np.load(path, allow_pickle=False) as archive:
+        layout = json.loads(archive["__layout__"].tobytes())
+        return {
+            name: np.unpackbits(archive[name], count=int(np.prod(spec["shape"]))).astype(spec["dtype"]).reshape(spec["shape"])
+            for name, spec in layout.items()
+        }
+
+
+def write_persistables(folder, program, scope):
+    """Every persistable of `program` from `scope` into FOLDER: parameters, optimizer state, packed masks."""
+    names = static.persistables(program)
+    parameters = {p.name for p in static.parameters(program)}
+    groups = {".pdparams": {}, ".pdopt": {}}
+    masks = {}
+    for name in names:
+        value = static.read(scope, name)
+        if static.is_mask_name(name):
+            masks[name] = value
+        else:
+            groups[".pdparams" if name in parameters else ".pdopt"][name] = value
+    for suffix, values in groups.items():
+        with open(os.path.join(folder, PREFIX + suffix), "wb") as f:
+            pickle.dump(values, f, protocol=4)
+    with open(os.path.join(folder, MASKS), "wb") as f:
+        np.savez_compressed(f, **pack_masks(masks))
+
+
 def save(model_path, epoch, program, state, keep=0):
     """Write MODEL_PATH/epoch_N atomically, point `latest` at it, keep the newest `keep` (0: all)."""
     os.makedirs(model_path, exist_ok=True)
@@ -50,7 +97,7 @@ def save(model_path, epoch, program, state, keep=0):
     staging = os.path.join(model_path, f".tmp-{name}-{os.getpid()}")
     os.makedirs(staging)
     try:
-        paddle.static.save(program, os.path.join(staging, PREFIX))
+        write_persistables(staging, program, paddle.static.global_scope())
         with open(os.path.join(staging, STATE), "w") as f:
             json.dump({"format_version": FORMAT_VERSION, **state}, f, indent=1, sort_keys=True)
         files = sorted(os.listdir(staging))
@@ -130,8 +177,11 @@ def verify(folder):
 
 
 def read_persistables(folder):
-    """{name: ndarray} of every persistable saved in the checkpoint (call verify first)."""
-    return paddle.static.load_program_state(os.path.join(resolve(folder), PREFIX))
+    """{name: ndarray} of every persistable saved in the checkpoint, masks unpacked (call verify first)."""
+    folder = resolve(folder)
+    values = paddle.static.load_program_state(os.path.join(folder, PREFIX))
+    values.update(unpack_masks(os.path.join(folder, MASKS)))
+    return values
 
 
 def check_compatible(values, expected, folder):
@@ -148,3 +198,59 @@ def check_compatible(values, expected, folder):
         if tuple(shape) != got:
             raise CheckpointError(f"{folder} does not match this model: {name} has shape {list(got)}, the model needs {list(shape)}; check --model, --scale and --data")
     return {n: values[n] for n in expected}
+
+
+def model_spec(state):
+    """What rebuilds the model a checkpoint was saved from: model, scale, image_size, in_channels, num_classes, data."""
+    return dict(state["spec"])
+
+
+# Flags that shape a run (model, data order, schedules, pruning): resuming with other values is refused,
+# since the result would be neither the old run continued nor a new one.
+DEFINING_FLAGS = (
+    "data", "model", "scale", "image_size", "train_subset", "batch_size", "seed", "num_epochs",
+    "lr", "lr_strategy", "step_epochs", "l2_decay", "momentum_rate",
+    "pruning_strategy", "pruning_mode", "ratio", "threshold", "sparse_block", "nm_pattern", "prune_params_type",
+    "local_sparsity", "stable_epochs", "pruning_epochs", "tunning_epochs", "pruning_steps", "initial_ratio",
+)
+
+
+def find_resume_point(cfg, nranks):
+    """(folder, state) of the checkpoint a training run continues from, or (None, None) for a new run.
+
+    `--resume` takes MODEL_PATH/latest if there is one; `--checkpoint` names a folder. The checkpoint is
+    verified and must have been written under this IR, with the same defining flags and number of cards.
+    """
+    latest = os.path.join(cfg.model_path, LATEST)
+    if cfg.resume:
+        if not os.path.lexists(latest):
+            return None, None
+        folder = resolve(latest)
+    elif cfg.checkpoint:
+        folder = resolve(cfg.checkpoint)
+    else:
+        if os.path.lexists(latest):
+            raise ConfigError(
+                f"--model_path {cfg.model_path} already holds a run ({latest} -> {os.readlink(latest)}); "
+                "pass --resume to continue it, or another --model_path"
+            )
+        return None, None
+    state = verify(folder)
+    ir = "pir" if static.pir_enabled() else "legacy"
+    if state.get("ir") != ir:
+        raise CheckpointError(f"{folder} was written under the {state.get('ir')} IR, this run uses {ir}; set FLAGS_enable_pir_api to match")
+    for name in DEFINING_FLAGS:
+        saved, now = state["flags"].get(name), getattr(cfg, name)
+        if saved != now:
+            raise CheckpointError(
+                f"{folder} is for --{name} {saved}, this run has --{name} {now}; a resumed run must keep the flags "
+                "that shape it: pass the same value, or start a new run in another --model_path"
+            )
+    if state.get("nranks", 1) != nranks:
+        raise CheckpointError(
+            f"{folder} was written by a run on {state.get('nranks', 1)} card(s), this run has {nranks}: steps per epoch, "
+            "the LR schedule and GMP phases would shift; resume with the same number of cards"
+        )
+    if cfg.last_epoch is not None and cfg.last_epoch != state["epoch"]:
+        raise CheckpointError(f"--last_epoch {cfg.last_epoch} but {folder} was saved after epoch {state['epoch']}")
+    return folder, state

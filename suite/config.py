@@ -96,8 +96,6 @@ def validate(cfg):
     _require(not os.path.exists(cfg.model_path) or os.path.isdir(cfg.model_path), f"--model_path {cfg.model_path} exists and is not a folder; pass a folder for the checkpoints")
     if cfg.checkpoint:
         _require(os.path.isdir(cfg.checkpoint), f"--checkpoint {cfg.checkpoint} is not a folder; pass a checkpoint folder such as MODEL_PATH/epoch_3")
-    if cfg.pretrained_model:
-        _require(os.path.isdir(cfg.pretrained_model), f"--pretrained_model {cfg.pretrained_model} is not a folder; pass a checkpoint folder of a dense run")
 
 
 def check_gmp_fits(cfg, steps_per_epoch):

@@ -62,11 +62,16 @@ def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sp
         tick = time.perf_counter()
 
 
-def evaluate(exe, program, logits_var, batches):
-    """Top-1 and top-5 accuracy and the sample count over all batches."""
+def program_predictor(exe, program, logits_var, scope=None):
+    """predict(images) -> logits with a static test program."""
+    return lambda images: exe.run(program, feed={"image": images}, fetch_list=[logits_var], scope=scope)[0]
+
+
+def evaluate(predict, batches):
+    """Top-1 and top-5 accuracy and the sample count over all batches, with predict(images) -> logits."""
     top1 = top5 = seen = 0
     for images, labels in batches:
-        (logits,) = exe.run(program, feed={"image": images, "label": labels}, fetch_list=[logits_var])
+        logits = np.asarray(predict(images))
         top1 += topk_correct(logits, labels, 1)
         top5 += topk_correct(logits, labels, 5)
         seen += len(labels)

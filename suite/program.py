@@ -11,6 +11,15 @@ from suite import distributed
 
 
 @dataclass
+class Forward:
+    """A model's part of a program: inputs, logits, and {structural name: variable name} of its parameters."""
+
+    images: object
+    logits: object
+    structure: dict
+
+
+@dataclass
 class Graph:
     main: object
     startup: object
@@ -20,26 +29,48 @@ class Graph:
     test_logits: object
     lr: object
     pruner: object
+    structure: dict
+
+
+@dataclass
+class TestGraph:
+    """A forward-only program (BatchNorm in inference mode) for evaluation and export."""
+
+    startup: object
+    test: object
+    images: object
+    logits: object
+    structure: dict
 
 
 def forward(model, scale, image_size, in_channels, num_classes):
     """Inputs and logits of `model` in the current program; parameter names are the same in every process."""
     images = paddle.static.data("image", [None, in_channels, image_size, image_size], "float32")
-    labels = paddle.static.data("label", [None, 1], "int64")
     net = models.create(model, num_classes=num_classes, in_channels=in_channels, scale=scale, image_size=image_size)
-    return images, labels, net(images)
+    logits = net(images)
+    return Forward(images, logits, {key: value.name for key, value in net.state_dict().items()})
 
 
-def clone_for_test(main, logits):
-    """A forward-only copy of `main` (BatchNorm in inference mode) and its logits; call before minimize."""
+def build_test(model, scale, image_size, in_channels, num_classes):
+    """The test program of `model` alone, with the same variable names as the training program's."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup), unique_name.guard():
+        net = forward(model, scale, image_size, in_channels, num_classes)
+        test, images, logits = clone_for_test(main, net.images, net.logits)
+    return TestGraph(startup, test, images, logits, net.structure)
+
+
+def clone_for_test(main, *values):
+    """A forward-only copy of `main` (BatchNorm in inference mode) and `values` as found in it; call before minimize."""
     if not pir_enabled():
-        return main.clone(for_test=True), logits
+        test = main.clone(for_test=True)
+        return (test, *(test.global_block().var(v.name) for v in values))
     mapping = paddle.pir.IrMapping()
     test = main.clone(mapping)
     for op in test.global_block().ops:
         if op.has_attr("is_test"):
             op.set_bool_attr("is_test", True)
-    return test, mapping.look_up(logits)
+    return (test, *(mapping.look_up(v) for v in values))
 
 
 def lr_schedule(cfg, steps_per_epoch):
@@ -83,9 +114,10 @@ def build(cfg, in_channels, num_classes, steps_per_epoch, place, nranks=1):
     main, startup = paddle.static.Program(), paddle.static.Program()
     main.random_seed = startup.random_seed = cfg.seed
     with paddle.static.program_guard(main, startup), unique_name.guard():
-        images, labels, logits = forward(cfg.model, cfg.scale, cfg.image_size, in_channels, num_classes)
-        loss = paddle.nn.functional.cross_entropy(logits, labels).mean()
-        test, test_logits = clone_for_test(main, logits)
+        net = forward(cfg.model, cfg.scale, cfg.image_size, in_channels, num_classes)
+        test, test_logits = clone_for_test(main, net.logits)
+        labels = paddle.static.data("label", [None, 1], "int64")
+        loss = paddle.nn.functional.cross_entropy(net.logits, labels).mean()
         lr = lr_schedule(cfg, steps_per_epoch)
         optimizer = paddle.optimizer.Momentum(
             learning_rate=lr, momentum=cfg.momentum_rate, weight_decay=paddle.regularizer.L2Decay(cfg.l2_decay)
@@ -93,4 +125,4 @@ def build(cfg, in_channels, num_classes, steps_per_epoch, place, nranks=1):
         distributed.minimize(optimizer, loss, nranks)
         # built after the optimizer ops exist, so its masking lands right after them from the first run
         pruner = make_pruner(cfg, main, startup, place, steps_per_epoch)
-    return Graph(main, startup, test, loss, logits, test_logits, lr, pruner)
+    return Graph(main, startup, test, loss, net.logits, test_logits, lr, pruner, net.structure)

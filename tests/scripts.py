@@ -4,7 +4,8 @@ import subprocess
 import sys
 
 import numpy as np
-import paddle
+
+from suite import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +37,7 @@ def check(result):
 
 def saved_arrays(folder):
     """Every persistable of a checkpoint folder as {name: ndarray}."""
-    return {k: np.asarray(v) for k, v in paddle.static.load_program_state(os.path.join(folder, "model")).items()}
+    return {k: np.asarray(v) for k, v in checkpoint.read_persistables(folder).items()}
 
 
 def tree_snapshot(path):

@@ -1,0 +1,112 @@
+"""Open whatever evaluate.py is pointed at as one thing: `predict(images) -> logits` plus the weights it holds.
+
+Weights sources (a checkpoint, a state-dict file, a compressed sparse file) run in a static test
+program; exported models run on what they were exported for (Paddle Inference, ONNX Runtime), with
+the model and data facts read from the export.json beside them.
+"""
+import json
+import os
+from dataclasses import dataclass
+
+import paddle
+
+import models
+from sparsity import selection, static
+from suite import export, loop, program, runtimes, weights
+from suite.data import DATASETS
+from suite.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class Artefact:
+    kind: str  # checkpoint, state_dict, sparse, paddle_inference or onnx
+    path: str
+    spec: dict
+    predict: object
+    weights: dict  # {variable name: array}: the model's parameters as the artefact holds them
+    pruned: set  # variable names of the pruned tensors
+    layers: dict  # {variable name: structural name}
+
+
+def deployed_kind(path):
+    """'paddle_inference' or 'onnx' for an exported model at PATH, else None (a weights source)."""
+    if path.endswith(".onnx") and os.path.isfile(path):
+        return "onnx"
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    is_model_file = os.path.isfile(path) and os.path.basename(path) in ("model.json", "model.pdmodel", "model.pdiparams")
+    if (os.path.isdir(path) or is_model_file) and runtimes.inference_model_files(folder):
+        return "paddle_inference"
+    return None
+
+
+def open_artefact(path, overrides, place):
+    """The Artefact at PATH; `overrides` ({flag: value or None}) replace the model/data facts saved with it."""
+    kind = deployed_kind(path)
+    if kind is None:
+        return _open_weights(weights.read(path), overrides, place)
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    manifest_path = os.path.join(folder, export.MANIFEST)
+    try:
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read {manifest_path} ({exc}); evaluate.py reads models written by export.py") from exc
+    spec = resolve_spec(manifest["spec"], overrides)
+    layers = {var: key for key, var in manifest["structure"].items()}
+    pruned = {manifest["structure"][key] for key in manifest["pruned"]}
+    if kind == "onnx":
+        predict, held = runtimes.onnx_runtime(path, place), runtimes.onnx_weights(path)
+    else:
+        predict, held = runtimes.paddle_inference(folder, place), runtimes.inference_weights(folder, place)
+    return Artefact(kind, path, spec, predict, {var: held[var] for var in layers if var in held}, pruned, layers)
+
+
+def _open_weights(source, overrides, place):
+    spec = resolve_spec(source.spec, overrides)
+    graph, exe, scope = load_test_graph(source, spec, place)
+    held = {var: static.read(scope, var) for var in graph.structure.values()}
+    if source.pruned:
+        pruned = {graph.structure[key] for key in source.pruned}
+    else:  # a dense run or a plain state dict: report the set a pruner would prune by default
+        pruned = {p.name for p in selection.prunable_params(graph.test)}
+    predict = loop.program_predictor(exe, graph.test, graph.logits, scope)
+    return Artefact(source.kind, source.path, spec, predict, held, pruned, {var: key for key, var in graph.structure.items()})
+
+
+def load_test_graph(source, spec, place):
+    """(TestGraph, Executor, Scope) of spec's model with the source's weights written in (strict match)."""
+    paddle.enable_static()
+    try:
+        graph = program.build_test(spec["model"], spec["scale"], spec["image_size"], spec["in_channels"], spec["num_classes"])
+    except ValueError as exc:  # the registry refusing the model or scale
+        raise ConfigError(str(exc)) from exc
+    exe = paddle.static.Executor(place)
+    scope = paddle.static.global_scope()
+    exe.run(graph.startup)
+    shapes = {var: static.read(scope, var).shape for var in graph.structure.values()}
+    for var, value in weights.match(source, graph.structure, shapes).values.items():
+        static.write(scope, var, value, place)
+    return graph, exe, scope
+
+
+SPEC_KEYS = ("model", "scale", "image_size", "in_channels", "num_classes", "data", "data_dir")
+
+
+def resolve_spec(saved, overrides):
+    """The model/data facts: saved ones, replaced by the flags given; a state dict has none, so flags must name them."""
+    spec = {key: saved.get(key) for key in SPEC_KEYS}
+    if overrides.get("data") is not None and overrides.get("data_dir") is None:
+        spec["data_dir"] = None  # the saved folder belongs to the saved dataset only
+    spec.update({key: value for key, value in overrides.items() if key in SPEC_KEYS and value is not None})
+    if spec["model"] is None or spec["data"] is None:
+        raise ConfigError("a state-dict file records no model or data set: pass --model (and --scale) and --data")
+    if spec["model"] not in models.names():
+        raise ConfigError(f"--model {spec['model']!r} is not a known model; choose one of {', '.join(models.names())}")
+    if spec["data"] not in DATASETS:
+        raise ConfigError(f"--data {spec['data']!r} is not a known dataset; choose one of {', '.join(sorted(DATASETS))}")
+    info = DATASETS[spec["data"]]
+    spec["scale"] = spec["scale"] or 1.0
+    spec["image_size"] = spec["image_size"] or info.image_size
+    spec["in_channels"] = spec["in_channels"] or info.in_channels
+    spec["num_classes"] = spec["num_classes"] or info.num_classes
+    return spec

@@ -1,0 +1,136 @@
+"""Export trained weights for deployment, each artefact checked against the test program before it is kept.
+
+Formats: `paddle` (an inference model of the test program: no masks, no optimizer state, no training
+ops), `onnx` (converted from it by paddle2onnx, run by ONNX Runtime) and `sparse` (the compressed sparse
+weights file, see sparse_file.py). Everything is written into a staging folder beside OUTPUT and renamed
+into place at the end, so a failed export leaves nothing behind and never touches an existing folder.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+
+from sparsity import static
+from suite import runtimes, sparse_file
+from suite.errors import ConfigError, WriteError
+
+FORMATS = ("paddle", "onnx", "sparse")
+ONNX_FILE = "model.onnx"
+SPARSE_FILE = "model" + sparse_file.SUFFIX
+MANIFEST = "export.json"
+ONNX_OPSET = 13
+SAMPLE_BATCH = 8
+# Paddle Inference and ONNX Runtime may fuse ops (BatchNorm into conv) and so round differently.
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def default_formats():
+    """Every format whose packages are installed."""
+    return [f for f in FORMATS if f != "onnx" or runtimes.onnx_available()]
+
+
+def check_output(output):
+    """OUTPUT must be new (or an empty folder): an export never writes over earlier results."""
+    if os.path.lexists(output) and not (os.path.isdir(output) and not os.listdir(output)):
+        raise ConfigError(f"--output {output} already exists and is not empty; pass a new folder (exports never overwrite)")
+
+
+def export(graph, exe, scope, spec, formats, output, source_path, pruned):
+    """Write the chosen formats of the weights now in `scope` (loaded into `graph`, a program.TestGraph) to OUTPUT.
+
+    `pruned` lists the structural names of the pruned tensors. Returns the manifest (files, sizes, checks).
+    """
+    check_output(output)
+    if "onnx" in formats:
+        runtimes.require_onnx()
+    parent = os.path.dirname(os.path.abspath(output))
+    os.makedirs(parent, exist_ok=True)
+    staging = os.path.join(parent, f".tmp-export-{os.path.basename(os.path.abspath(output))}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    try:
+        manifest = _write_all(graph, exe, scope, spec, formats, staging, source_path, pruned)
+        if os.path.isdir(output):
+            os.rmdir(output)  # empty (check_output), so nothing is lost
+        os.rename(staging, output)
+    except OSError as exc:
+        raise WriteError(f"could not write the export to {output} ({exc}); nothing was written there") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _write_all(graph, exe, scope, spec, formats, folder, source_path, pruned):
+    rng = np.random.default_rng(0)
+    sample = rng.standard_normal((SAMPLE_BATCH, spec["in_channels"], spec["image_size"], spec["image_size"])).astype("float32")
+    (expected,) = exe.run(graph.test, feed={"image": sample}, fetch_list=[graph.logits], scope=scope)
+    place = exe.place if hasattr(exe, "place") else paddle.CPUPlace()
+    checks = {}
+    tensors = {key: static.read(scope, var) for key, var in graph.structure.items()}
+
+    # The inference model is also what paddle2onnx converts, so it is written for ONNX too (then removed).
+    paddle.static.save_inference_model(
+        os.path.join(folder, runtimes.INFERENCE_PREFIX), [graph.images], [graph.logits], exe, program=graph.test
+    )
+    checks["paddle"] = _compare("Paddle Inference", runtimes.paddle_inference(folder, place)(sample), expected)
+    if "onnx" in formats:
+        onnx_path = os.path.join(folder, ONNX_FILE)
+        _convert_to_onnx(folder, onnx_path)
+        checks["onnx"] = _compare("ONNX Runtime", runtimes.onnx_runtime(onnx_path, place)(sample), expected)
+    if "paddle" not in formats:
+        for path in runtimes.inference_model_files(folder):
+            os.remove(path)
+        del checks["paddle"]
+    if "sparse" in formats:
+        path = os.path.join(folder, SPARSE_FILE)
+        sparse_file.write(path, tensors, metadata={"spec": spec, "pruned": list(pruned)})
+        restored, _ = sparse_file.read(path)
+        if any(restored[k].tobytes() != tensors[k].tobytes() for k in tensors):
+            raise WriteError(f"{path} does not restore the exact weights; this is a bug, please report it")
+        checks["sparse"] = "bit-identical round trip"
+    dense_bytes = sum(a.nbytes for a in tensors.values())
+    manifest = {
+        "format_version": 1,
+        "spec": spec,
+        "source": os.path.abspath(source_path),
+        "ir": "pir" if static.pir_enabled() else "legacy",
+        "paddle_version": paddle.__version__,
+        "dense_float32_bytes": int(dense_bytes),
+        "files": {name: os.path.getsize(os.path.join(folder, name)) for name in sorted(os.listdir(folder))},
+        "checks": checks,
+        "pruned": list(pruned),
+        "structure": graph.structure,
+    }
+    with open(os.path.join(folder, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    return manifest
+
+
+def _compare(runtime, got, expected):
+    """Max abs difference of a runtime's logits from the test program's; an error when they disagree."""
+    diff = float(np.max(np.abs(got - expected)))
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=RTOL, atol=ATOL) or not (got.argmax(1) == expected.argmax(1)).all():
+        raise WriteError(f"{runtime} outputs differ from the test program's (max abs difference {diff:.3g}); the export was not kept")
+    return {"max_abs_diff": diff}
+
+
+def _convert_to_onnx(folder, onnx_path):
+    """paddle2onnx in a child process (its C++ side logs to stdout and cannot be quietened in-process)."""
+    model_file, params_file = runtimes.inference_model_files(folder)
+    # paddle2onnx 2.x (Paddle 3) would run polygraphy, which pip-installs packages at run time: use onnxoptimizer;
+    # paddle2onnx 1.x (Paddle 2.6) has no such choice.
+    code = (
+        "import inspect, sys, paddle2onnx\n"
+        "extra = {'optimize_tool': 'onnxoptimizer'} if 'optimize_tool' in inspect.signature(paddle2onnx.export).parameters else {}\n"
+        "paddle2onnx.export(sys.argv[1], sys.argv[2], sys.argv[3], opset_version=int(sys.argv[4]), **extra)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, model_file, params_file, onnx_path, str(ONNX_OPSET)], capture_output=True, text=True
+    )
+    if result.returncode != 0 or not os.path.isfile(onnx_path):
+        tail = " | ".join((result.stdout + result.stderr).strip().splitlines()[-3:])
+        raise WriteError(f"paddle2onnx could not convert the model ({tail}); the export was not kept")

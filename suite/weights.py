@@ -1,0 +1,128 @@
+"""Every way weights come in: a checkpoint folder of ours, a Paddle state-dict file (the model zoo's and
+PaddleClas's `.pdparams`), or a compressed sparse file written by export.py.
+
+All three are read into the same shape, a `Source`: arrays keyed by the layers' structural names
+(`conv1.0.weight`, the keys of `layer.state_dict()`), so weights are matched to a program by what the
+layers are, not by the variable names a program happens to generate.
+"""
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from suite import checkpoint, sparse_file
+from suite.errors import CheckpointError
+
+STATE_DICT_SUFFIXES = (".pdparams",)
+
+
+@dataclass
+class Source:
+    """Weights read from PATH: {structural name: array}, the model they were saved from (if recorded), and
+    the structural names of the tensors that were pruned (masked) when it was saved."""
+
+    path: str
+    kind: str  # "checkpoint", "state_dict" or "sparse"
+    arrays: dict
+    spec: dict = field(default_factory=dict)
+    pruned: list = field(default_factory=list)
+
+
+def kind_of(path):
+    """'checkpoint', 'sparse' or 'state_dict' for PATH, or a CheckpointError saying what is accepted."""
+    if os.path.isdir(path):
+        checkpoint.resolve(path)  # raises with the checkpoint's own message
+        return "checkpoint"
+    if os.path.isfile(path):
+        if path.endswith(sparse_file.SUFFIX):
+            return "sparse"
+        if path.endswith(STATE_DICT_SUFFIXES):
+            return "state_dict"
+    raise CheckpointError(
+        f"{path} is not a weights source: pass a checkpoint folder (MODEL_PATH or MODEL_PATH/epoch_N), a state-dict "
+        f"file (*.pdparams, from paddle.save(layer.state_dict())) or a sparse file (*{sparse_file.SUFFIX} from export.py)"
+    )
+
+
+def read(path):
+    """Read and verify the weights at PATH (see kind_of); nothing is loaded into a program yet."""
+    kind = kind_of(path)
+    if kind == "checkpoint":
+        folder = checkpoint.resolve(path)
+        state = checkpoint.verify(folder)
+        values = checkpoint.read_persistables(folder)
+        structure = state["structure"]  # structural name -> variable name
+        pruned = set(state.get("pruned", []))
+        arrays = {key: values[var] for key, var in structure.items() if var in values}
+        return Source(folder, kind, arrays, checkpoint.model_spec(state), [key for key, var in structure.items() if var in pruned])
+    if kind == "sparse":
+        arrays, metadata = sparse_file.read(path)
+        return Source(path, kind, arrays, metadata.get("spec", {}), metadata.get("pruned", []))
+    return Source(path, kind, read_state_dict(path))
+
+
+def read_state_dict(path):
+    """{structural name: array} from a `paddle.save(layer.state_dict())` file."""
+    import paddle
+
+    try:
+        loaded = paddle.load(path, return_numpy=True)
+    except Exception as exc:  # paddle.load raises many kinds for a file it cannot parse
+        raise CheckpointError(f"{path} is not a readable Paddle state-dict file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a state dict; save one with paddle.save(layer.state_dict(), PATH)")
+    arrays = {key: np.asarray(value) for key, value in loaded.items() if not key.endswith("@@")}
+    bad = [key for key, value in arrays.items() if value.dtype == object]
+    if bad:
+        raise CheckpointError(f"{path}: entry {bad[0]} is not a tensor; save a state dict with paddle.save(layer.state_dict(), PATH)")
+    return arrays
+
+
+@dataclass
+class Match:
+    """What a Source gives a program: {variable name: array} to write, and what was skipped and why."""
+
+    values: dict
+    skipped: list
+
+    def describe(self, source):
+        line = f"loaded {len(self.values)} tensors from {source.path}"
+        if self.skipped:
+            line += f", skipped {len(self.skipped)} of the classifier head (another class count, re-initialised): " + ", ".join(self.skipped)
+        return line
+
+
+def match(source, structure, shapes, head_prefixes=()):
+    """Map a Source onto a program's parameters by structural name.
+
+    `structure` maps each structural name of the model to its variable name, `shapes` each variable
+    name to its shape. Keys under `head_prefixes` whose shape differs (or that are absent) are skipped;
+    any other missing, extra or mis-shaped key is a CheckpointError naming it.
+    """
+    def is_head(key):
+        return any(key.startswith(prefix) for prefix in head_prefixes)
+
+    values, skipped = {}, []
+    for key, var in structure.items():
+        want = tuple(shapes[var])
+        if key not in source.arrays:
+            if is_head(key):
+                skipped.append(key)
+                continue
+            raise CheckpointError(
+                f"{source.path} does not match this model: it has no {key} (shape {list(want)}); check --model and --scale"
+            )
+        got = tuple(source.arrays[key].shape)
+        if got != want:
+            if is_head(key):
+                skipped.append(f"{key} {list(got)}->{list(want)}")
+                continue
+            raise CheckpointError(
+                f"{source.path} does not match this model: {key} has shape {list(got)}, the model needs {list(want)}; check --model, --scale and --data"
+            )
+        values[var] = source.arrays[key]
+    extra = sorted(set(source.arrays) - set(structure))
+    if extra:
+        shown = ", ".join(extra[:3]) + (" ..." if len(extra) > 3 else "")
+        raise CheckpointError(f"{source.path} does not match this model: {len(extra)} tensor(s) it does not have ({shown}); check --model and --scale")
+    return Match(values, skipped)
