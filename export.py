@@ -21,7 +21,7 @@ def parse_args(argv=None):
     add = p.add_argument
     add("--pruned_model", required=True, help="checkpoint folder (MODEL_PATH, .../latest, .../epoch_N), *.sparse.npz or a state-dict .pdparams")
     add("--output", required=True, help="a new folder for the artefacts (never overwritten)")
-    add("--format", nargs="+", default=None, help=f"any of {' '.join(export.FORMATS)} (default: all whose packages are installed)")
+    add("--format", nargs="+", default=None, help=f"any of {' '.join(export.FORMATS)} (default: {' '.join(export.DEFAULT_FORMATS)}, those whose packages are installed)")
     add("--model", default=None, help="default: the model saved with the checkpoint (needed for a state-dict file)")
     add("--scale", type=float, default=None)
     add("--image_size", type=int, default=None)
@@ -53,7 +53,7 @@ def main(argv=None):
     for fmt, check in manifest["checks"].items():
         detail = f"max |difference| {check['max_abs_diff']:.2e} from the test program" if isinstance(check, dict) else check
         print(f"  check {fmt}: {detail}")
-    first = {"paddle": "", "onnx": "/" + export.ONNX_FILE, "sparse": "/" + export.SPARSE_FILE}[formats[0]]
+    first = {"paddle": "", "onnx": "/" + export.ONNX_FILE, "sparse": "/" + export.SPARSE_FILE, "state_dict": "/" + export.STATE_DICT_FILE}[formats[0]]
     print(f"evaluate it: python evaluate.py --pruned_model {cfg.output}{first}")
 
 

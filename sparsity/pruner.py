@@ -217,7 +217,7 @@ class UnstructuredPruner:
             for p, w, m, keep in zip(self.params, weights, mask_refs, keeps):
                 mask = masks.expand_block_mask(keep, p.shape, self.block)
                 paddle.assign(mask, output=m)
-                paddle.assign(w * mask, output=w)
+                paddle.assign(static.masked(w, mask), output=w)
         return program, feed_name, thresholds
 
     def _build_apply_program(self):
@@ -225,7 +225,7 @@ class UnstructuredPruner:
         with paddle.static.program_guard(program, scratch):
             for p, m in zip(self.params, self.masks):
                 w = static.reference(p)
-                paddle.assign(w * static.reference(m), output=w)
+                paddle.assign(static.masked(w, static.reference(m)), output=w)
         return program
 
 

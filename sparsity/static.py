@@ -113,7 +113,12 @@ def append_masking(pairs, main, startup):
     """Append `w = w * mask` for each (weight, mask) at the end of `main` (after the optimizer ops)."""
     with paddle.static.program_guard(main, startup):
         for weight, mask in pairs:
-            paddle.assign(weight.handle * mask.handle, output=weight.handle)
+            paddle.assign(masked(weight.handle, mask.handle), output=weight.handle)
+
+
+def masked(weight, mask):
+    """weight * mask with pruned entries +0.0 (a negative weight times 0 is -0.0, which a sparse file would keep)."""
+    return weight * mask + 0.0
 
 
 def reference(param, dtype="float32"):

@@ -4,7 +4,6 @@ Weights sources (a checkpoint, a state-dict file, a compressed sparse file) run 
 program; exported models run on what they were exported for (Paddle Inference, ONNX Runtime), with
 the model and data facts read from the export.json beside them.
 """
-import json
 import os
 from dataclasses import dataclass
 
@@ -12,7 +11,7 @@ import paddle
 
 import models
 from sparsity import selection, static
-from suite import export, loop, program, runtimes, weights
+from suite import loop, program, runtimes, weights
 from suite.data import DATASETS
 from suite.errors import CheckpointError, ConfigError
 
@@ -45,12 +44,9 @@ def open_artefact(path, overrides, place):
     if kind is None:
         return _open_weights(weights.read(path), overrides, place)
     folder = path if os.path.isdir(path) else os.path.dirname(path)
-    manifest_path = os.path.join(folder, export.MANIFEST)
-    try:
-        with open(manifest_path) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read {manifest_path} ({exc}); evaluate.py reads models written by export.py") from exc
+    manifest = weights.export_manifest(folder)
+    if manifest is None:
+        raise CheckpointError(f"{path}: no {weights.EXPORT_MANIFEST} beside it; evaluate.py reads models written by export.py")
     spec = resolve_spec(manifest["spec"], overrides)
     layers = {var: key for key, var in manifest["structure"].items()}
     pruned = {manifest["structure"][key] for key in manifest["pruned"]}

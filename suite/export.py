@@ -1,8 +1,9 @@
 """Export trained weights for deployment, each artefact checked against the test program before it is kept.
 
 Formats: `paddle` (an inference model of the test program: no masks, no optimizer state, no training
-ops), `onnx` (converted from it by paddle2onnx, run by ONNX Runtime) and `sparse` (the compressed sparse
-weights file, see sparse_file.py). Everything is written into a staging folder beside OUTPUT and renamed
+ops), `onnx` (converted from it by paddle2onnx, run by ONNX Runtime), `sparse` (the compressed sparse
+weights file, see sparse_file.py) and, on request, `state_dict` (`model.pdparams` keyed by structural
+names, as the model zoo's files: for `layer.set_state_dict(paddle.load(...))` or `--pretrained_model`). Everything is written into a staging folder beside OUTPUT and renamed
 into place at the end, so a failed export leaves nothing behind and never touches an existing folder.
 """
 import json
@@ -15,13 +16,15 @@ import numpy as np
 import paddle
 
 from sparsity import static
-from suite import runtimes, sparse_file
+from suite import runtimes, sparse_file, weights
 from suite.errors import ConfigError, WriteError
 
-FORMATS = ("paddle", "onnx", "sparse")
+FORMATS = ("paddle", "onnx", "sparse", "state_dict")
+DEFAULT_FORMATS = ("paddle", "onnx", "sparse")
 ONNX_FILE = "model.onnx"
+STATE_DICT_FILE = "model.pdparams"
 SPARSE_FILE = "model" + sparse_file.SUFFIX
-MANIFEST = "export.json"
+MANIFEST = weights.EXPORT_MANIFEST
 ONNX_OPSET = 13
 SAMPLE_BATCH = 8
 # Paddle Inference and ONNX Runtime may fuse ops (BatchNorm into conv) and so round differently.
@@ -29,8 +32,8 @@ RTOL, ATOL = 1e-4, 1e-5
 
 
 def default_formats():
-    """Every format whose packages are installed."""
-    return [f for f in FORMATS if f != "onnx" or runtimes.onnx_available()]
+    """The deployable formats whose packages are installed."""
+    return [f for f in DEFAULT_FORMATS if f != "onnx" or runtimes.onnx_available()]
 
 
 def check_output(output):
@@ -88,10 +91,11 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, pruned):
     if "sparse" in formats:
         path = os.path.join(folder, SPARSE_FILE)
         sparse_file.write(path, tensors, metadata={"spec": spec, "pruned": list(pruned)})
-        restored, _ = sparse_file.read(path)
-        if any(restored[k].tobytes() != tensors[k].tobytes() for k in tensors):
-            raise WriteError(f"{path} does not restore the exact weights; this is a bug, please report it")
-        checks["sparse"] = "bit-identical round trip"
+        checks["sparse"] = _check_round_trip(path, sparse_file.read(path)[0], tensors)
+    if "state_dict" in formats:
+        path = os.path.join(folder, STATE_DICT_FILE)
+        paddle.save(tensors, path, protocol=4)
+        checks["state_dict"] = _check_round_trip(path, weights.read_state_dict(path), tensors)
     dense_bytes = sum(a.nbytes for a in tensors.values())
     manifest = {
         "format_version": 1,
@@ -108,6 +112,12 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, pruned):
     with open(os.path.join(folder, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
     return manifest
+
+
+def _check_round_trip(path, restored, tensors):
+    if restored.keys() != tensors.keys() or any(restored[k].tobytes() != tensors[k].tobytes() for k in tensors):
+        raise WriteError(f"{path} does not restore the exact weights; this is a bug, please report it")
+    return "bit-identical round trip"
 
 
 def _compare(runtime, got, expected):

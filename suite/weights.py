@@ -5,6 +5,7 @@ All three are read into the same shape, a `Source`: arrays keyed by the layers' 
 (`conv1.0.weight`, the keys of `layer.state_dict()`), so weights are matched to a program by what the
 layers are, not by the variable names a program happens to generate.
 """
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ from suite import checkpoint, sparse_file
 from suite.errors import CheckpointError
 
 STATE_DICT_SUFFIXES = (".pdparams",)
+EXPORT_MANIFEST = "export.json"  # written by export.py beside its artefacts: the model and data they are for
 
 
 @dataclass
@@ -58,7 +60,23 @@ def read(path):
     if kind == "sparse":
         arrays, metadata = sparse_file.read(path)
         return Source(path, kind, arrays, metadata.get("spec", {}), metadata.get("pruned", []))
-    return Source(path, kind, read_state_dict(path))
+    manifest = export_manifest(os.path.dirname(path)) or {"spec": {}, "pruned": []}  # a state dict of export.py's
+    return Source(path, kind, read_state_dict(path), manifest["spec"], manifest["pruned"])
+
+
+def export_manifest(folder):
+    """The export.json in FOLDER ({spec, pruned, structure, ...}), or None when there is none."""
+    path = os.path.join(folder, EXPORT_MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+        if not all(isinstance(manifest.get(key), kind) for key, kind in (("spec", dict), ("pruned", list), ("structure", dict))):
+            raise ValueError("spec, pruned or structure missing")
+        return manifest
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is unreadable ({exc}); export the model again") from exc
 
 
 def read_state_dict(path):
