@@ -1,9 +1,12 @@
 """suite.safe_pickle: crafted pickles are refused before they run, Paddle's own files load bit for bit as Paddle loads them."""
 import codecs
+import io
 import os
 import pickle
 import re
+import struct
 import subprocess
+import tarfile
 import time
 
 import numpy as np
@@ -11,7 +14,8 @@ import paddle
 import pytest
 
 from suite import safe_pickle
-from suite.errors import CheckpointError, run_cli
+from suite.data import load_dataset
+from suite.errors import CheckpointError, DataError, run_cli
 from tests.conftest import build_small_program, small_batches
 from tests.scripts import ROOT
 
@@ -243,6 +247,47 @@ def test_files_from_the_other_numpy_major_version_load(other_numpy_files, protoc
     with np.load(other_numpy_files / "expected.npz", allow_pickle=False) as expected:
         assert_same_arrays(ours, dict(expected))
     assert_same_arrays(ours, paddle.load(path))
+
+
+def python2_cifar_batch(rows, labels):
+    """A CIFAR-10 batch as the genuine archive holds it: Python 2's cPickle, protocol 2, str data as BINSTRING."""
+    def string(b):
+        return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<i", len(b)) + b
+
+    array_header = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + string(b"b") + b"\x87R"
+    uint8 = b"cnumpy\ndtype\n" + string(b"u1") + b"K\x00K\x01\x87R(K\x03" + string(b"|") + \
+        b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    shape = b"M" + struct.pack("<H", len(rows)) + b"M\x00\x0c\x86"
+    data = array_header + b"(K\x01" + shape + uint8 + b"\x89" + string(rows.tobytes()) + b"tb"
+    return (b"\x80\x02}(" + string(b"data") + data + string(b"labels") + b"](" +
+            b"".join(b"K" + bytes([label]) for label in labels) + b"eu.")
+
+
+def write_cifar(folder, batch_bytes):
+    """A cifar-10-python.tar.gz whose six batches are `batch_bytes(k)` (bytes of a pickle)."""
+    with tarfile.open(folder / "cifar-10-python.tar.gz", "w:gz") as tar:
+        for k, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+            payload = batch_bytes(k)
+            info = tarfile.TarInfo("cifar-10-batches-py/" + name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+
+def test_cifar10_batches_in_python2_format_load(tmp_path):
+    rows = np.arange(2 * 3072).reshape(2, 3072).astype(np.uint8)
+    write_cifar(tmp_path, lambda k: python2_cifar_batch(rows + k, [k, 9 - k]))
+    test = load_dataset("cifar10", "test", data_dir=str(tmp_path))
+    assert list(test.labels) == [5, 4]
+    np.testing.assert_array_equal(test.images, (rows + 5).reshape(2, 3, 32, 32))
+
+
+def test_crafted_cifar10_archive_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    rows = np.zeros((1, 3072), np.uint8)
+    write_cifar(tmp_path, lambda k: pickle.dumps({b"data": rows, b"labels": [k], b"x": Call(os.system, f"touch {marker}")}))
+    with pytest.raises(DataError, match="data_batch_1 is not a CIFAR-10 batch: it asks to call posix.system"):
+        load_dataset("cifar10", "train", data_dir=str(tmp_path))
+    assert_never_ran(marker)
 
 
 def test_allow_list_is_arrays_and_plain_containers():
