@@ -17,7 +17,6 @@ import gzip
 import math
 import multiprocessing
 import os
-import pickle
 import signal
 import sys
 import tarfile
@@ -27,7 +26,8 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image
 
-from suite.errors import DataError
+from suite.errors import CheckpointError, DataError
+from suite.safe_pickle import unpickle
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -160,8 +160,9 @@ def _load_cifar10(data_dir, split, image_size, subset):
             for member in tar:
                 name = member.name.rsplit("/", 1)[-1]
                 if name in wanted and member.isfile():
-                    found[name] = pickle.load(tar.extractfile(member), encoding="bytes")
-    except (OSError, EOFError, tarfile.TarError, pickle.UnpicklingError) as exc:
+                    found[name] = unpickle(tar.extractfile(member), member.name, "a CIFAR-10 batch",
+                                           encoding="bytes")
+    except (OSError, EOFError, tarfile.TarError, CheckpointError) as exc:
         raise DataError("%s is corrupt or truncated (%s); download it again" % (path, exc)) from exc
     missing = [n for n in wanted if n not in found]
     if missing:
