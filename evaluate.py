@@ -10,10 +10,11 @@ Model and data flags default to the ones saved with the checkpoint or export.
 """
 import suite  # noqa: F401,I001 - first: prepares the process for Paddle (see suite/__init__.py)
 import json
+import os
 import sys
 
 from sparsity import report
-from suite import config, data, loop
+from suite import config, data, loop, plots
 from suite.artefacts import open_artefact
 from suite.errors import ConfigError, WriteError, run_cli
 
@@ -33,6 +34,7 @@ def parse_args(argv=None):
     add("--num_workers", type=int, default=2)
     add("--use_gpu", type=config.str2bool, default=None)
     add("--json", default=None, help="also write the results to this JSON file")
+    add("--plots", default=None, help="write PNGs to this folder: per-layer sparsity, weight histograms of the pruned layers")
     return p.parse_args(argv)
 
 
@@ -49,6 +51,7 @@ def evaluate(cfg):
     sparsity = report.summarize(report.array_sparsity(model.weights), model.pruned)
     for row in sparsity["layers"]:
         row["layer"] = model.layers.get(row["name"], "")
+    plotted = write_plots(cfg.plots, model, sparsity["layers"]) if cfg.plots else []
     return {
         "path": model.path,
         "kind": model.kind,
@@ -61,7 +64,21 @@ def evaluate(cfg):
         "model_sparsity": sparsity["model"],
         "pruned_sparsity": sparsity["pruned"],
         "layers": sparsity["layers"],
+        "plots": plotted,
     }
+
+
+def write_plots(folder, model, rows):
+    """layer_sparsity.png and weight_histograms.png of the model in FOLDER; returns their paths."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        title = f"{model.spec['model']} x{model.spec['scale']}: {model.path}"
+        bars = plots.layer_sparsity(rows, os.path.join(folder, "layer_sparsity.png"), title)
+        pruned = {model.layers.get(r["name"]) or r["name"]: model.weights[r["name"]] for r in rows if r["pruned"]}
+        histograms = plots.weight_histograms(pruned, os.path.join(folder, "weight_histograms.png"), f"{title}: pruned weights")
+    except OSError as exc:
+        raise WriteError(f"could not write --plots {folder}: {exc}") from exc
+    return [p for p in (bars, histograms) if p]
 
 
 def print_report(result):
@@ -75,12 +92,16 @@ def print_report(result):
     for r in rows:
         shape = "x".join(map(str, r["shape"]))
         print(f"{r['name']:<{name_width}}  {r['layer']:<{layer_width}}  {shape:<18} {r['size']:>9} {r['sparsity']:>9.4f}  {'yes' if r['pruned'] else 'no'}")
+    if result["plots"]:
+        print("plots: " + ", ".join(result["plots"]))
 
 
 def main(argv=None):
     cfg = parse_args(argv)
     result = evaluate(cfg)
     print_report(result)
+    if cfg.plots and not result["plots"]:
+        print("note: matplotlib is not installed, so --plots wrote nothing (pip install matplotlib)")
     if cfg.json:
         try:
             with open(cfg.json, "w") as f:

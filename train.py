@@ -17,7 +17,8 @@ from sparsity import report, selection, static
 import models
 from suite import checkpoint, config, data, distributed, loop, program, weights
 from suite.errors import CheckpointError, ConfigError, WriteError, run_cli
-from suite.log import RunLog, plot_history
+from suite import plots
+from suite.log import RunLog
 
 def parse_args(argv=None):
     p = config.Parser(description="Sparse training of vision models (PaddlePaddle static graph).")
@@ -106,7 +107,7 @@ def prepare(cfg):
         raise ConfigError(f"--model {cfg.model} with these flags: {exc}") from exc
     run.exe = paddle.static.Executor(run.place)
     run.exe.run(run.graph.startup)
-    run.start_epoch, run.history = 0, []
+    run.start_epoch, run.history, run.curve = 0, [], []
     if run.pretrained and not run.folder:  # a resumed run continues from its own weights
         shapes = {p.name: p.shape for p in selection.model_params(run.graph.main)}
         run.pretrained_match = weights.match(run.pretrained, run.graph.structure, shapes, models.classifier_prefixes(cfg.model))
@@ -117,7 +118,7 @@ def prepare(cfg):
         run.graph.lr.set_state_dict(run.state["lr"])
         if run.graph.pruner:
             run.graph.pruner.set_state_dict(run.state["pruner"])
-        run.start_epoch, run.history = run.state["epoch"] + 1, run.state.get("history", [])
+        run.start_epoch, run.history, run.curve = run.state["epoch"] + 1, run.state["history"], run.state["curve"]
     if not run.team.same_on_all_ranks(run.start_epoch):
         raise CheckpointError(
             f"the ranks would start from different epochs (this one: {run.start_epoch}); every machine must see the same "
@@ -157,7 +158,7 @@ def train(cfg, run, log):
         batches = data.batches(
             run.train_set, cfg.batch_size, True, cfg.seed, epoch, team.rank, team.nranks, num_workers=cfg.num_workers, augment=cfg.data == "cifar10"
         )
-        loop.train_epoch(run.exe, graph, batches, epoch, run.steps, log, cfg.log_period, run.sparsity_report)
+        loop.train_epoch(run.exe, graph, batches, epoch, run.steps, log, cfg.log_period, run.sparsity_report, run.curve)
         last = epoch == cfg.num_epochs - 1
         if team.rank == 0 and ((epoch + 1) % cfg.test_period == 0 or last):
             run.history.append(evaluate_epoch(cfg, run, epoch, log))
@@ -167,7 +168,7 @@ def train(cfg, run, log):
     if skipped:
         log.line(f"skipped {skipped} bad sample(s) (--skip_bad_samples); see the warnings above")
     if team.rank == 0 and run.history:
-        path = plot_history(run.history, os.path.join(cfg.model_path, "curves.png"))
+        path = plots.training_curves(run.curve, run.history, os.path.join(cfg.model_path, "curves.png"))
         final = run.history[-1]
         log.line(
             f"final: top1 {final['top1']:.4f} top5 {final['top5']:.4f} sparsity model {final['model_sparsity']:.4f} "
@@ -181,7 +182,7 @@ def evaluate_epoch(cfg, run, epoch, log):
     batches = data.batches(run.test_set, cfg.batch_size_for_validation, False, drop_last=False, num_workers=cfg.num_workers)
     result = loop.evaluate(loop.program_predictor(run.exe, graph.test, graph.test_logits), batches)
     sparsity = run.sparsity_report()
-    row = {"epoch": epoch, "top1": result["top1"], "top5": result["top5"], "model_sparsity": sparsity["model"], "pruned_sparsity": sparsity["pruned"]}
+    row = {"epoch": epoch, "step": (epoch + 1) * run.steps, "top1": result["top1"], "top5": result["top5"], "model_sparsity": sparsity["model"], "pruned_sparsity": sparsity["pruned"]}
     log.line(f"test epoch {epoch}: top1 {row['top1']:.4f} top5 {row['top5']:.4f} sparsity model {row['model_sparsity']:.4f} pruned {row['pruned_sparsity']:.4f}")
     log.scalars(
         (epoch + 1) * run.steps,
@@ -222,6 +223,7 @@ def save_checkpoint(cfg, run, epoch, log):
             "lr": graph.lr.state_dict(),
             "pruner": graph.pruner.state_dict() if graph.pruner else None,
             "history": run.history,
+            "curve": run.curve,
         }
         try:
             path = checkpoint.save(cfg.model_path, epoch, graph.main, state, keep=cfg.keep_checkpoints)

@@ -13,11 +13,14 @@ import json
 import os
 import pickle
 import shutil
+import zipfile
+import zlib
 
 import numpy as np
 import paddle
 
 from sparsity import static
+from suite import safe_pickle
 from suite.errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 2
@@ -60,13 +63,16 @@ def pack_masks(masks):
 
 
 def unpack_masks(path):
-    """{name: mask} as the program holds them (0/1 in their dtype) from a masks.npz file."""
-    with np.load(path, allow_pickle=False) as archive:
-        layout = json.loads(archive["__layout__"].tobytes())
-        return {
-            name: np.unpackbits(archive[name], count=int(np.prod(spec["shape"]))).astype(spec["dtype"]).reshape(spec["shape"])
-            for name, spec in layout.items()
-        }
+    """{name: mask} as the program holds them (0/1 in their dtype) from a masks.npz file (never unpickles)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            layout = json.loads(archive["__layout__"].tobytes())
+            return {
+                name: np.unpackbits(archive[name], count=int(np.prod(spec["shape"]))).astype(spec["dtype"]).reshape(spec["shape"])
+                for name, spec in layout.items()
+            }
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CheckpointError(f"{path} is not a masks file this suite writes ({exc}); use an earlier checkpoint") from exc
 
 
 def write_persistables(folder, program, scope):
@@ -179,7 +185,7 @@ def verify(folder):
 def read_persistables(folder):
     """{name: ndarray} of every persistable saved in the checkpoint, masks unpacked (call verify first)."""
     folder = resolve(folder)
-    values = paddle.static.load_program_state(os.path.join(folder, PREFIX))
+    values = safe_pickle.load_program_state(os.path.join(folder, PREFIX))
     values.update(unpack_masks(os.path.join(folder, MASKS)))
     return values
 

@@ -14,8 +14,8 @@ def topk_correct(logits, labels, k):
     return int((top == labels.reshape(-1, 1)).any(axis=1).sum())
 
 
-def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sparsity_report):
-    """Run one epoch.
+def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sparsity_report, curve):
+    """Run one epoch; each progress line also appends {step, loss, top1, sparsity, lr} to `curve`.
 
     `sparsity_report()` (report.summary of the current weights) feeds each progress line; the same
     read checks the weights are finite, at every line and so at the epoch's last step, before any checkpoint.
@@ -57,7 +57,9 @@ def train_epoch(exe, graph, batches, epoch, steps_per_epoch, log, log_period, sp
                 f"reader {window['read'] / n:.3f}s batch {window['batch'] / n:.3f}s {seen / window['batch']:.1f} images/s"
             )
             global_step = epoch * steps_per_epoch + step
-            log.scalars(global_step, {"train/loss": window["loss"] / n, "train/acc_top1": window["top1"] / seen, "train/lr": lr, "train/sparsity": sparsity})
+            point = {"step": global_step, "loss": window["loss"] / n, "top1": window["top1"] / seen, "sparsity": sparsity, "lr": lr}
+            curve.append(point)
+            log.scalars(global_step, {"train/loss": point["loss"], "train/acc_top1": point["top1"], "train/lr": lr, "train/sparsity": sparsity})
             window = dict.fromkeys(window, 0)
         tick = time.perf_counter()
 

@@ -9,9 +9,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from suite import checkpoint, sparse_file
+from sparsity import static
+from suite import checkpoint, safe_pickle, sparse_file
 from suite.errors import CheckpointError
 
 STATE_DICT_SUFFIXES = (".pdparams",)
@@ -80,20 +79,11 @@ def export_manifest(folder):
 
 
 def read_state_dict(path):
-    """{structural name: array} from a `paddle.save(layer.state_dict())` file."""
-    import paddle
+    """{structural name: array} from a `paddle.save(layer.state_dict())` file, read without running code from it.
 
-    try:
-        loaded = paddle.load(path, return_numpy=True)
-    except Exception as exc:  # paddle.load raises many kinds for a file it cannot parse
-        raise CheckpointError(f"{path} is not a readable Paddle state-dict file ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(loaded, dict):
-        raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a state dict; save one with paddle.save(layer.state_dict(), PATH)")
-    arrays = {key: np.asarray(value) for key, value in loaded.items() if not key.endswith("@@")}
-    bad = [key for key, value in arrays.items() if value.dtype == object]
-    if bad:
-        raise CheckpointError(f"{path}: entry {bad[0]} is not a tensor; save a state dict with paddle.save(layer.state_dict(), PATH)")
-    return arrays
+    Pruning masks a dygraph pruner kept in the state dict are left out: a run starts with masks of its own.
+    """
+    return {key: value for key, value in safe_pickle.load_arrays(path).items() if not static.is_mask_name(key)}
 
 
 @dataclass

@@ -86,7 +86,7 @@ def test_key_errors_name_the_key_and_shapes(tmp_path, change, message):
 def test_not_a_state_dict_is_refused(tmp_path):
     path = tmp_path / "list.pdparams"
     paddle.save([np.zeros(3, "float32")], str(path))
-    with pytest.raises(CheckpointError, match="not a state dict"):
+    with pytest.raises(CheckpointError, match="not a dict of arrays"):
         weights.read(str(path))
     with pytest.raises(CheckpointError, match="is not a weights source"):
         weights.read(str(tmp_path / "model.h5"))

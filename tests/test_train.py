@@ -36,6 +36,11 @@ def test_gmp_run_reaches_target_sparsity_and_learns(gmp_run):
         assert np.all(arrays[name][arrays[name + MASK] == 0] == 0)
     # progress lines and artefacts a user looks at
     assert "images/s" in result.stdout and "test epoch 2" in result.stdout and "final: top1" in result.stdout
+    # the curve behind curves.png: a point per progress line, showing the GMP ramp step by step
+    curve = state["curve"]
+    assert [p["step"] for p in curve] == list(range(25, 151, 25))
+    ramp = [p["sparsity"] for p in curve]
+    assert ramp == sorted(ramp) and ramp[0] < 0.5 and ramp[-1] == pytest.approx(0.75, abs=1e-4)
     if importlib.util.find_spec("matplotlib"):
         assert os.path.isfile(path / "out" / "curves.png")
     if importlib.util.find_spec("visualdl"):
@@ -57,6 +62,16 @@ def test_evaluate_reports_what_training_saw(gmp_run, tmp_path):
     assert len(pruned) == 5 and all(len(r["shape"]) >= 2 for r in pruned)
     assert all(r["sparsity"] == 0 for r in report["layers"] if not r["pruned"])
     assert "pruned set 0.7500" in result.stdout and "linear_0.w_0" in result.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib is not installed here")
+def test_evaluate_plots(gmp_run, tmp_path):
+    path, _ = gmp_run
+    result = check(run("evaluate.py", "--pruned_model", path / "out", "--test_subset", "200", "--plots", tmp_path / "plots"))
+    for name in ("layer_sparsity.png", "weight_histograms.png"):
+        png = tmp_path / "plots" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        assert str(png) in result.stdout
 
 
 def test_evaluate_refuses_another_model(gmp_run):

@@ -1,0 +1,100 @@
+"""PNG figures people would rather look at than read: training curves, per-layer sparsity, weight histograms.
+
+matplotlib is optional: without it every function returns None and the caller says so.
+"""
+import math
+
+import numpy as np
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def training_curves(curve, history, path):
+    """Loss, accuracy and sparsity against the optimizer step: `curve` rows come from progress lines
+    ({step, loss, top1, sparsity}), `history` rows from test evaluations ({epoch, step, top1})."""
+    plt = _pyplot()
+    if plt is None or not curve:
+        return None
+    steps = [row["step"] for row in curve]
+    fig, (loss_ax, acc_ax, sparsity_ax) = plt.subplots(3, 1, figsize=(8, 7.5), sharex=True)
+    loss_ax.plot(steps, [row["loss"] for row in curve], color="tab:blue")
+    loss_ax.set_ylabel("train loss")
+    acc_ax.plot(steps, [100 * row["top1"] for row in curve], color="tab:blue", label="train top-1 (window)")
+    tested = [h for h in history if "step" in h]
+    acc_ax.plot([h["step"] for h in tested], [100 * h["top1"] for h in tested], "o", color="tab:orange", label="test top-1")
+    acc_ax.set_ylabel("accuracy (%)")
+    acc_ax.legend(loc="lower right")
+    sparsity_ax.plot(steps, [100 * row["sparsity"] for row in curve], color="tab:red")
+    sparsity_ax.set_ylabel("pruned-set sparsity (%)")
+    sparsity_ax.set_ylim(-2, 102)
+    sparsity_ax.set_xlabel("optimizer step")
+    for ax in (loss_ax, acc_ax, sparsity_ax):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def layer_sparsity(rows, path, title):
+    """Horizontal bars of each layer's sparsity (rows: {name, layer, sparsity, pruned, target?}); targets as ticks."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    rows = [r for r in rows if len(r["shape"]) > 1]  # weights, not biases or BN vectors
+    labels = [r["layer"] or r["name"] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.26 * len(rows)))
+    y = np.arange(len(rows))
+    colors = ["tab:red" if r["pruned"] else "tab:gray" for r in rows]
+    ax.barh(y, [100 * r["sparsity"] for r in rows], color=colors, height=0.7, label="achieved")
+    targets = [(i, r["target"]) for i, r in enumerate(rows) if r.get("target") is not None]
+    if targets:
+        ax.plot([100 * t for _, t in targets], [i for i, _ in targets], "|", color="black", markersize=14, mew=2, label="target")
+        ax.legend(loc="lower right")
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("sparsity (%)   red: pruned, grey: left dense")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def weight_histograms(weights, path, title, bins=60, columns=4):
+    """One histogram per pruned weight ({label: array}): the non-zero values, the dashed lines at the smallest
+    kept magnitude (the threshold the pruner left), and the share of exact zeros in the title."""
+    plt = _pyplot()
+    if plt is None or not weights:
+        return None
+    rows = math.ceil(len(weights) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.1 * rows + 0.6), squeeze=False)
+    for ax, (label, w) in zip(axes.flat, weights.items()):
+        values = w.reshape(-1)
+        kept = values[values != 0]
+        ax.hist(kept, bins=bins, color="tab:blue")
+        if kept.size and kept.size < values.size:
+            edge = float(np.abs(kept).min())
+            for x in (-edge, edge):
+                ax.axvline(x, color="tab:red", linestyle="--", linewidth=1)
+        ax.set_title(f"{label}\n{1 - kept.size / values.size:.0%} zero of {values.size:,}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(weights):]:
+        ax.axis("off")
+    fig.suptitle(f"{title}\nnon-zero weights; dashed: the smallest kept |w|", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
