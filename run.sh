@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The suite's two commands.
 #   bash run.sh        set up what is missing, train MobileNetV1 x0.25 on Fashion-MNIST with GMP to 75%
-#                      sparsity, evaluate the saved model and print a short report (about 16 min on 2 CPU cores)
+#                      sparsity, evaluate the saved model, export it (Paddle inference model, ONNX, compressed
+#                      sparse file), evaluate what was exported and print a short report (about 17 min on 2 CPU cores)
 #   bash run.sh test   run the test suite three times: Paddle 3.3.1 under PIR, under the legacy IR, and
 #                      Paddle 2.6.2 with numpy<2 (what `pip install paddlepaddle-gpu` gives)
 # Environment: VENV (default .venv), VENV26 (default .venv-paddle26), OUT (default output/fashion_mnist_gmp75).
@@ -10,6 +11,7 @@ cd "$(dirname "$0")"
 
 VENV=${VENV:-.venv}
 VENV26=${VENV26:-.venv-paddle26}
+export VENV VENV26  # the tests that read files written under the other Paddle look for its venv here
 OUT=${OUT:-output/fashion_mnist_gmp75}
 FASHION_MNIST=/usr/share/datasets/fashion-mnist
 # Paddle's bundled MKL picks a slow code path on AMD CPUs unless told otherwise; harmless elsewhere.
@@ -56,8 +58,17 @@ train_and_evaluate() {
         --stable_epochs 1 --pruning_epochs 1 --tunning_epochs 1 --pruning_steps 30 \
         --log_period 50 --model_path "$OUT" --log_dir "$OUT/vdl" --resume
     say "evaluating $OUT/latest on the 10,000 test images"
-    "$VENV/bin/python" evaluate.py --pruned_model "$OUT" --json "$OUT/eval.json" >"$OUT/eval.txt"
+    "$VENV/bin/python" evaluate.py --pruned_model "$OUT" --json "$OUT/eval.json" --plots "$OUT/plots" >"$OUT/eval.txt"
     head -n 3 "$OUT/eval.txt"
+    if [ -e "$OUT/export" ]; then
+        say "$OUT/export exists: not exported again (exports never overwrite; remove it to export anew)"
+    else
+        say "exporting $OUT/latest to $OUT/export: Paddle inference model, ONNX, compressed sparse file"
+        "$VENV/bin/python" export.py --pruned_model "$OUT" --output "$OUT/export"
+    fi
+    say "evaluating the exported Paddle inference model"
+    "$VENV/bin/python" evaluate.py --pruned_model "$OUT/export" --json "$OUT/export_eval.json" >"$OUT/export_eval.txt"
+    head -n 3 "$OUT/export_eval.txt"
     say "report"
     "$VENV/bin/python" - "$OUT" <<'PY'
 import json, sys
@@ -67,7 +78,9 @@ ev = json.load(open(f"{out}/eval.json"))
 print(f"test top-1 {ev['top1']:.2%}, top-5 {ev['top5']:.2%} at {ev['pruned_sparsity']:.2%} sparsity of the pruned set "
       f"({ev['model_sparsity']:.2%} of all parameters)")
 print("per epoch (top-1 / pruned-set sparsity): " + ", ".join(f"{h['top1']:.2%} / {h['pruned_sparsity']:.0%}" for h in state["history"]))
-print(f"per-layer table: {out}/eval.txt; curves: {out}/curves.png; VisualDL: visualdl --logdir {out}/vdl")
+exported = json.load(open(f"{out}/export_eval.json"))
+print(f"exported Paddle inference model: top-1 {exported['top1']:.2%} (checkpoint: {ev['top1']:.2%}); files in {out}/export")
+print(f"per-layer table: {out}/eval.txt; plots: {out}/curves.png, {out}/plots/; VisualDL: visualdl --logdir {out}/vdl")
 PY
 }
 
@@ -79,7 +92,7 @@ run_tests() {
     say "tests: Paddle 3.3.1, legacy IR (FLAGS_enable_pir_api=0)"
     FLAGS_enable_pir_api=0 "$VENV/bin/python" -m pytest -q tests
     say "tests: Paddle 2.6.2, numpy<2 (legacy IR)"
-    make_venv "$VENV26" paddlepaddle==2.6.2 "numpy<2" pillow pytest
+    make_venv "$VENV26" paddlepaddle==2.6.2 "numpy<2" pillow pytest paddle2onnx==1.3.1 onnxruntime "onnx<1.18"
     "$VENV26/bin/python" -m pytest -q tests
 }
 

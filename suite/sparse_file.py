@@ -1,16 +1,19 @@
 """The compressed sparse weights file: a bitmask plus the non-zero values for each sparse tensor.
 
-Layout (a NumPy `.npz`, i.e. a zip of `.npy` entries, deflate-compressed):
-  `header`      UTF-8 JSON as a uint8 array: format name and version, the metadata the writer passes
-                (model, input size, ...), and per tensor its name, shape, dtype, encoding, non-zero
-                count and sparsity; a SHA-256 over every restored tensor (names, dtypes, shapes, bytes).
-  `t<i>.bits`   tensor i's non-zero pattern, 1 bit per element in C order (np.packbits, big bit order);
-  `t<i>.values` its non-zero elements in C order, little-endian, as byte planes: a uint8 array
-                [itemsize, count] whose row j holds byte j of every value (the "shuffle" of blosc
-                and HDF5: exponent bytes sit together and deflate well, about 10% smaller);
-  `t<i>.dense`  the whole tensor (dense encoding).
-A tensor is stored as bitmask + values whenever that is smaller than dense: every pruned tensor (for
-float32, any tensor more than 1/32 zero), never a dense one.
+Layout: a NumPy `.npz` (a zip of `.npy` entries, deflate-compressed) with five kinds of entry:
+  `header`           UTF-8 JSON as a uint8 array: format name and version, the metadata the writer
+                     passes (model, input size, ...), a SHA-256 over every restored tensor (names,
+                     dtypes, shapes, bytes), and per tensor, in order: name, shape, dtype, encoding
+                     ("bitmask" or "dense"), non-zero count, sparsity, and its offsets in the entries below;
+  `bits`             the bitmask tensors' non-zero patterns, 1 bit per element in C order (np.packbits,
+                     big bit order), each tensor starting on a whole byte;
+  `values.<dtype>`   the non-zero elements of the bitmask tensors of that dtype, in order;
+  `dense.<dtype>`    the whole dense tensors of that dtype, in order.
+Values are stored little-endian as byte planes: a uint8 array [itemsize, count] whose row j holds byte j
+of every element (the "shuffle" of blosc and HDF5: exponent bytes sit together and deflate about 10%
+better). A tensor is bitmask-encoded whenever that is smaller than dense (for float32: more than 1/32
+of it zero), so every pruned tensor is and no dense one is. A few entries for the whole model, not a few
+per tensor, keep zip and .npy headers from costing more than the bitmasks on small models.
 
 Why `.npz`: it holds no code (read with allow_pickle=False, nothing in it is ever called), it needs
 nothing but NumPy to read on a deployment host, zip gives each entry a CRC, and deflate squeezes the
@@ -57,21 +60,32 @@ def _digest(tensors):
 
 def encode(tensors, metadata=None):
     """{entry: array} for np.savez: each tensor as bitmask + values when that is smaller, else dense."""
-    entries, described = {}, []
-    for i, (name, array) in enumerate(tensors.items()):
+    bits, pieces, described = [], {}, []  # pieces: (encoding, dtype) -> flat arrays in order
+    bits_offset = 0
+    offsets = {}  # (encoding, dtype) -> elements so far
+    for name, array in tensors.items():
         array = np.asarray(array)
-        nonzero = _nonzero_bits(array)
+        flat = np.ascontiguousarray(array).reshape(-1)
+        nonzero = _nonzero_bits(flat)
         count = int(nonzero.sum())
         row = {"name": name, "shape": list(array.shape), "dtype": array.dtype.str, "nonzeros": count,
                "sparsity": 1.0 - count / array.size if array.size else 0.0}
         if (array.size + 7) // 8 + count * array.itemsize < array.nbytes:
-            row["encoding"] = "bitmask"
-            entries[f"t{i}.bits"] = np.packbits(nonzero)
-            entries[f"t{i}.values"] = _byte_planes(np.ascontiguousarray(array).reshape(-1)[nonzero])
+            row.update(encoding="bitmask", bits_offset=bits_offset)
+            packed = np.packbits(nonzero)
+            bits.append(packed)
+            bits_offset += packed.size
+            flat = flat[nonzero]
         else:
             row["encoding"] = "dense"
-            entries[f"t{i}.dense"] = array
+        key = (row["encoding"], array.dtype.str)
+        row["offset"] = offsets.get(key, 0)
+        offsets[key] = row["offset"] + flat.size
+        pieces.setdefault(key, []).append(flat)
         described.append(row)
+    entries = {"bits": np.concatenate(bits) if bits else np.zeros(0, np.uint8)}
+    for (encoding, dtype), flats in pieces.items():
+        entries[f"{'values' if encoding == 'bitmask' else 'dense'}.{dtype}"] = _byte_planes(np.concatenate(flats))
     header = {"format": FORMAT, "version": VERSION, "metadata": metadata or {}, "tensors": described, "sha256": _digest(tensors)}
     entries["header"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
     return entries
@@ -104,29 +118,28 @@ def read(path):
         raise CheckpointError(f"{path} has no valid header: it is not a {FORMAT} file (written by export.py --format sparse)") from exc
     if header.get("format") != FORMAT or header.get("version") != VERSION:
         raise CheckpointError(f"{path} is {header.get('format')!r} version {header.get('version')!r}; this suite reads {FORMAT} version {VERSION}")
-    tensors = {}
-    for i, row in enumerate(header["tensors"]):
-        tensors[row["name"]] = _decode(path, entries, i, row)
+    try:
+        streams = {name: _from_byte_planes(planes, np.dtype(name.split(".", 1)[1])) for name, planes in entries.items() if name != "bits"}
+        tensors = {row["name"]: _decode(entries["bits"], streams, row) for row in header["tensors"]}
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"{path}: a tensor is inconsistent with the header ({type(exc).__name__}: {exc}); export it again") from exc
     if _digest(tensors) != header["sha256"]:
         raise CheckpointError(f"{path} fails its SHA-256 check: the file is corrupt; export it again")
     return tensors, header["metadata"]
 
 
-def _decode(path, entries, i, row):
+def _decode(bits, streams, row):
     dtype, shape = np.dtype(row["dtype"]), tuple(row["shape"])
-    size = int(np.prod(shape))
-    problem = f"{path}: tensor {row['name']} is inconsistent with its header"
+    size, start = int(np.prod(shape)), row["offset"]
     if row["encoding"] == "dense":
-        array = entries.get(f"t{i}.dense")
-        if array is None or array.dtype != dtype or array.shape != shape:
-            raise CheckpointError(f"{problem} (dense entry missing or of another dtype/shape); export it again")
-        return array
-    bits, planes = entries.get(f"t{i}.bits"), entries.get(f"t{i}.values")
-    if bits is None or planes is None or planes.ndim != 2 or planes.shape[0] != dtype.itemsize or bits.size != (size + 7) // 8:
-        raise CheckpointError(f"{problem} (bitmask or values missing, or of another size); export it again")
-    nonzero = np.unpackbits(bits, count=size).astype(bool)
-    if int(nonzero.sum()) != planes.shape[1]:
-        raise CheckpointError(f"{problem} ({int(nonzero.sum())} bits set, {planes.shape[1]} values); export it again")
+        flat = streams[f"dense.{dtype.str}"][start : start + size]
+        if flat.size != size:
+            raise ValueError(f"{row['name']}: {flat.size} of {size} elements stored")
+        return flat.reshape(shape)
+    nonzero = np.unpackbits(bits[row["bits_offset"] : row["bits_offset"] + (size + 7) // 8], count=size).astype(bool)
+    values = streams[f"values.{dtype.str}"][start : start + row["nonzeros"]]
+    if int(nonzero.sum()) != row["nonzeros"] or values.size != row["nonzeros"]:
+        raise ValueError(f"{row['name']}: {int(nonzero.sum())} bits set, {values.size} values, {row['nonzeros']} in the header")
     flat = np.zeros(size, dtype)
-    flat[nonzero] = _from_byte_planes(planes, dtype)
+    flat[nonzero] = values
     return flat.reshape(shape)
