@@ -15,7 +15,7 @@ import models
 from models import adapt
 
 # Paddle's legacy IR warns about `A + B` / `A * B` inside paddle.vision's own ResNet and MobileNetV3 code.
-pytestmark = pytest.mark.filterwarnings("ignore:.*The behavior of expression A:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:(?s).*The behavior of expression A:DeprecationWarning")
 
 ZOO_NAMES = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
              "resnet18", "resnet34", "resnet50", "resnet101", "vgg16"]
