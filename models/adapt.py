@@ -37,18 +37,19 @@ def cifar_stem(model, image_size):
 
 
 def fitting_max_pools(model, image_size):
-    """VGG: the max-pools that would halve a 1 px map become identity (a 28 px image keeps four of its five)."""
+    """VGG: a max-pool left with a 1 px map becomes identity (28 px keeps four of five); its 3x3 convs keep the size."""
     size = image_size
     for index, layer in enumerate(model.features):
         if isinstance(layer, nn.MaxPool2D):
-            if size < 2:
+            if size >= 2:
+                size //= 2
+            else:
                 model.features[index] = nn.Identity()
-            size //= 2
 
 
-# family -> what changes for small inputs (None: nothing). MobileNets keep their standard strides: a stride-1
-# stem at 28x28 cost 1.4-1.7x the training time per step on CPU for about +1 point of accuracy
-# (README "Models"; re-measured with bench/model_speed.py).
+# family -> what changes for small inputs (None: nothing; our own families take any size). MobileNets keep their
+# standard strides: a stride-1 stem at 28x28 made a training step 1.2-1.3x slower on this 2-core CPU
+# (bench/model_speed.py; 1.4-1.7x when first measured) for about +1 point of Fashion-MNIST accuracy.
 SMALL_INPUT_RULES = {
     "mobilenet": None,
     "resnet": cifar_stem,
