@@ -110,7 +110,7 @@ def prepare(cfg):
     run.start_epoch, run.history, run.curve = 0, [], []
     if run.pretrained and not run.folder:  # a resumed run continues from its own weights
         shapes = {p.name: p.shape for p in selection.model_params(run.graph.main)}
-        run.pretrained_match = weights.match(run.pretrained, run.graph.structure, shapes, models.classifier_prefixes(cfg.model))
+        run.pretrained_match = weights.match(run.pretrained, run.graph.structure, shapes, models.spec(cfg.model).head_prefixes)
         load_into_scope(run.pretrained_match.values, run.place)
     if run.folder:
         persistables = static.persistables(run.graph.main)

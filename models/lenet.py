@@ -1,12 +1,15 @@
-"""LeNet-5 style CNN: small and fast, for quick runs and tests on 28x28 / 32x32 images."""
+"""LeNet-5 style CNN with BatchNorm: small and fast, for quick runs and tests on 28x28 / 32x32 images."""
 import paddle
 from paddle import nn
 
+from .registry import register
 
+
+@register("lenet", family="lenet", head_prefixes=("classifier.",), stem_channels=None, aliases=("LeNet",))
 class LeNet(nn.Layer):
     """conv5x5(6) + pool, conv5x5(16) + pool, fc 120, fc 84, classifier; BatchNorm after each conv."""
 
-    def __init__(self, num_classes=10, in_channels=1, small_input=True):
+    def __init__(self, num_classes=10, in_channels=1):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2D(in_channels, 6, 5, padding=2, bias_attr=False),

@@ -2,11 +2,14 @@
 import paddle
 from paddle import nn
 
+from .registry import register
 
+
+@register("mlp", family="mlp", head_prefixes=("classifier.",), stem_channels=None, aliases=("MLP",))
 class MLP(nn.Layer):
     """Average-pool to 14x14, flatten, Linear(256) + ReLU, classifier."""
 
-    def __init__(self, num_classes=10, in_channels=1, small_input=True, hidden=256):
+    def __init__(self, num_classes=10, in_channels=1, hidden=256):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2D(14)
         self.hidden = nn.Linear(in_channels * 14 * 14, hidden)

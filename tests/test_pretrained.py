@@ -53,8 +53,8 @@ def test_classifier_head_of_another_class_count_is_skipped(tmp_path):
     _, path = save_state_dict(tmp_path / "imagenet.pdparams", "LeNet", num_classes=1000)
     structure, shapes = structure_of("LeNet")
     source = weights.read(path)
-    match = weights.match(source, structure, shapes, models.classifier_prefixes("LeNet"))
-    head = [k for k in structure if k.startswith(models.classifier_prefixes("LeNet"))]
+    match = weights.match(source, structure, shapes, models.spec("LeNet").head_prefixes)
+    head = [k for k in structure if k.startswith(models.spec("LeNet").head_prefixes)]
     assert head and len(match.skipped) == len(head) and all("->" in s for s in match.skipped)
     assert len(match.values) == len(structure) - len(head)
     for key, var in structure.items():
@@ -79,7 +79,7 @@ def test_key_errors_name_the_key_and_shapes(tmp_path, change, message):
     paddle.save(state, path)
     structure, shapes = structure_of("LeNet")
     with pytest.raises(CheckpointError) as err:
-        weights.match(weights.read(path), structure, shapes, models.classifier_prefixes("LeNet"))
+        weights.match(weights.read(path), structure, shapes, models.spec("LeNet").head_prefixes)
     assert message in str(err.value) and path in str(err.value)
 
 
