@@ -155,6 +155,8 @@ def train(cfg, run, log):
     pruned_names = [p.name for p in pruner.params] if pruner else []
     run.sparsity_report = lambda: report.summary(paddle.static.global_scope(), model_params, pruned_names)
     for epoch in range(run.start_epoch, cfg.num_epochs):
+        # dropout's randomness is a function of (seed, epoch, rank) like the data order, so a resumed run repeats it
+        paddle.seed(cfg.seed * 1_000_003 + epoch * 1009 + team.rank)
         batches = data.batches(
             run.train_set, cfg.batch_size, True, cfg.seed, epoch, team.rank, team.nranks, num_workers=cfg.num_workers, augment=cfg.data == "cifar10"
         )

@@ -112,7 +112,9 @@ def make_pruner(cfg, program, startup, place, steps_per_epoch):
 def build(cfg, in_channels, num_classes, steps_per_epoch, place, nranks=1):
     """Training program (forward, backward, gradient all-reduce when nranks > 1, update, masking) and test program."""
     main, startup = paddle.static.Program(), paddle.static.Program()
-    main.random_seed = startup.random_seed = cfg.seed
+    # Initial weights from the seed. The training program keeps the global generator (a fixed
+    # main.random_seed would give dropout the same mask at every step); train.py reseeds it per epoch.
+    startup.random_seed = cfg.seed
     with paddle.static.program_guard(main, startup), unique_name.guard():
         net = forward(cfg.model, cfg.scale, cfg.image_size, in_channels, num_classes)
         test, test_logits = clone_for_test(main, net.logits)
