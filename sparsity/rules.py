@@ -236,7 +236,9 @@ def create(name, **options):
 
 def from_paddleslim(mode, sparse_block, nm_pattern):
     """The rule PaddleSlim's arguments mean: N:M for mode 'nm', m x n slabs for sparse_block != [1, 1], else element."""
-    if mode == "nm":
-        return NM(*checks.nm_pattern(nm_pattern))
     m, n = checks.block(sparse_block)
+    if mode == "nm":
+        if (m, n) != (1, 1):
+            raise ValueError(f"mode 'nm' prunes n of every m single weights; sparse_block must stay [1, 1], got {list(sparse_block)}")
+        return NM(*checks.nm_pattern(nm_pattern))
     return Element() if (m, n) == (1, 1) else Block(m, n)
