@@ -6,11 +6,11 @@ from .schedule import ConstantSchedule, GMPSchedule
 from .selection import read_ratios_file
 
 __all__ = [
-    "UnstructuredPruner",
-    "GMPUnstructuredPruner",
-    "GMPSchedule",
     "ConstantSchedule",
+    "GMPSchedule",
+    "GMPUnstructuredPruner",
     "PruningCallback",
+    "UnstructuredPruner",
     "read_ratios_file",
     "rules",
 ]

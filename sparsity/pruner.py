@@ -91,16 +91,17 @@ class UnstructuredPruner:
         self.frozen = False
 
     def _make_selection(self, configured):
+        """The selection for the mode; in ratio mode the groups: the default-target parameters together
+        (one global threshold) unless local_sparsity, and each parameter with a per-layer ratio alone."""
         if self.mode == "nm":
             return ByPattern(self.rule)
         if self.mode == "threshold":
             return ByThreshold(self.threshold)
-        sizes = {p.name: int(np.prod(p.shape)) for p in self.params}
-        default = [i for i, p in enumerate(self.params) if p.name not in configured]
-        alone = [[i] for i in range(len(self.params)) if self.local_sparsity or i not in default]
-        members = ([default] if default and not self.local_sparsity else []) + alone
-        groups = [Group(tuple(m), self._targets[self.params[m[0]].name], sum(sizes[self.params[i].name] for i in m)) for m in members]
-        return ByRatio(groups, self.schedule)
+        shared = [] if self.local_sparsity else [i for i, p in enumerate(self.params) if p.name not in configured]
+        members = ([shared] if shared else []) + [[i] for i in range(len(self.params)) if i not in shared]
+        self._global_group = bool(shared)
+        sizes = [int(np.prod(p.shape)) for p in self.params]
+        return ByRatio([Group(tuple(m), self._targets[self.params[m[0]].name], sum(sizes[i] for i in m)) for m in members], self.schedule)
 
     # ---- PaddleSlim's surface ----------------------------------------------------------------------
     @property
@@ -194,8 +195,8 @@ class UnstructuredPruner:
         self.thresholds = thresholds
         self.mask_feed = _as_list(feed)
         self.mask_ratio = self.ratio if self.mode == "nm" else self.schedule.ratio_at(iteration, self.target)
-        if self.mode == "ratio" and not self.local_sparsity and thresholds:
-            self.threshold = thresholds[0]  # the global group's threshold, as PaddleSlim reports it
+        if self.mode == "ratio" and self._global_group:
+            self.threshold = thresholds[0]  # the global threshold, as PaddleSlim reports it
 
 
 def _as_list(feed):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 
-from .ops import pir_enabled  # noqa: F401 - re-exported for the pruner
+from .ops import pir_enabled
 
 MASK_SUFFIX = "_mask"
 NORM_OPS = {"batch_norm", "sync_batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"}

@@ -8,7 +8,13 @@ from paddle.utils import unique_name
 
 from sparsity import GMPUnstructuredPruner, PruningCallback, UnstructuredPruner, static
 from tests.conftest import small_batches
-from tests.sparsity_fixtures import RULES, SmallLayer, random_state, static_small_layer, write_structural
+from tests.sparsity_fixtures import (
+    RULES,
+    SmallLayer,
+    random_state,
+    static_small_layer,
+    write_structural,
+)
 
 GMP = dict(stable_iterations=2, pruning_iterations=8, tunning_iterations=4, pruning_steps=4, initial_ratio=0.2)
 

@@ -7,7 +7,6 @@ $PADDLESLIM_PYTHON or at .venv-paddleslim/bin/python in the repository; without 
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import paddle

@@ -8,7 +8,14 @@ import paddle
 import pytest
 from paddle.utils import unique_name
 
-from sparsity import GMPUnstructuredPruner, UnstructuredPruner, masks, read_ratios_file, rules, selection, static
+from sparsity import (
+    GMPUnstructuredPruner,
+    UnstructuredPruner,
+    read_ratios_file,
+    rules,
+    selection,
+    static,
+)
 from tests import reference
 from tests.conftest import build_small_program, small_batches
 from tests.sparsity_fixtures import RULES, static_small_layer
@@ -314,7 +321,7 @@ def test_unknown_pattern_is_an_error_naming_it(static_mode):
 
 
 def test_gmp_ramps_every_layer_to_its_own_target(static_mode):
-    main, _, scope = static_mode
+    main = static_mode[0]
     net, loss, pruner, exe = make(static_mode, cls=GMPUnstructuredPruner, ratio=0.8, configs=GMP, ratios={"linear*": 0.4})
     seen = []
     for feed in small_batches(14):
@@ -363,7 +370,7 @@ def test_strtobool_ints_and_numpy_numbers_are_accepted(static_mode):
 
 
 def test_ratio_follows_gmp_and_threshold_follows_recomputes(static_mode):
-    main, _, scope = static_mode
+    main = static_mode[0]
     _, loss, pruner, exe = make(static_mode, cls=GMPUnstructuredPruner, ratio=0.8, configs=GMP)
     assert pruner.ratio == 0.0  # as PaddleSlim's, before the first step
     ratios, thresholds = [], []
@@ -380,8 +387,8 @@ def test_ratio_follows_gmp_and_threshold_follows_recomputes(static_mode):
 
 
 def test_masks_are_named_like_paddleslims_and_are_not_parameters(static_mode, tmp_path):
-    main, _, scope = static_mode
-    net, _, pruner, _ = make(static_mode, mode="ratio", ratio=0.5)
+    main = static_mode[0]
+    _, _, pruner, _ = make(static_mode, mode="ratio", ratio=0.5)
     every = {p.name for p in selection.model_params(main)}
     assert set(pruner.masks) == every  # like PaddleSlim, a mask beside every parameter; only pruned ones apply
     assert all(pruner.masks[n].name == n + "_mask" for n in every)
@@ -390,8 +397,7 @@ def test_masks_are_named_like_paddleslims_and_are_not_parameters(static_mode, tm
         assert not any(p.name.endswith("_mask") for p in main.all_parameters())
     pruner.step()
     paddle.static.save(main, str(tmp_path / "m"))
-    opt = pickle.load(open(tmp_path / "m.pdopt", "rb"))
-    params = pickle.load(open(tmp_path / "m.pdparams", "rb"))
+    opt, params = (pickle.loads((tmp_path / f"m.{ext}").read_bytes()) for ext in ("pdopt", "pdparams"))
     assert {n + "_mask" for n in every} <= set(opt) and not any(k.endswith("_mask") for k in params)
     assert pruner.skip_params == every - {p.name for p in pruner.params}
 

@@ -13,7 +13,7 @@ API_SECTION = os.path.join(ROOT, "sparsity", "README_API.md")
 
 
 def examples():
-    return re.findall(r"```python\n(.*?)```", open(API_SECTION).read(), re.S)
+    return re.findall(r"```python\n(.*?)```", open(API_SECTION).read(), re.DOTALL)
 
 
 def run_example(code):
