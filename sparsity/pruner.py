@@ -241,34 +241,11 @@ class GMPUnstructuredPruner(UnstructuredPruner):
     target (`ratio`, or its per-layer ratio) on the same schedule.
     """
 
-    def __init__(
-        self,
-        program,
-        ratio=0.55,
-        scope=None,
-        place=None,
-        prune_params_type=None,
-        skip_params_func=None,
-        local_sparsity=False,
-        sparse_block=(1, 1),
-        configs=None,
-        **options,
-    ):
+    def __init__(self, program, ratio=0.55, scope=None, place=None, prune_params_type=None, skip_params_func=None,
+                 local_sparsity=False, sparse_block=(1, 1), configs=None, **options):  # PaddleSlim's positional order
         schedule = GMPSchedule.from_configs(configs)
         resume = checks.count(configs.get("resume_iteration", 0), "resume_iteration (iterations already done)", minimum=-1)
         if schedule.initial_ratio > checks.ratio(ratio):
             raise ValueError(f"initial_ratio ({schedule.initial_ratio}) must not exceed the target ratio ({ratio})")
-        super().__init__(
-            program,
-            "ratio",
-            ratio=ratio,
-            scope=scope,
-            place=place,
-            prune_params_type=prune_params_type,
-            skip_params_func=skip_params_func,
-            local_sparsity=local_sparsity,
-            sparse_block=sparse_block,
-            schedule=schedule,
-            **options,
-        )
+        super().__init__(program, "ratio", ratio, 0.0, scope, place, prune_params_type, skip_params_func, local_sparsity, sparse_block, schedule=schedule, **options)
         self.iteration = max(resume, 0)

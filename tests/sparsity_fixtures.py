@@ -7,6 +7,7 @@ import paddle
 from paddle.utils import unique_name
 
 from sparsity import rules, static
+from tests.conftest import SmallNet
 
 RULES = {
     "element": rules.Element(),
@@ -20,18 +21,13 @@ RULES = {
 
 
 class SmallLayer(paddle.nn.Layer):
-    """conv(1->8, 3x3) + BN + ReLU + conv1x1(8->6) + fc(6*8*8 -> 10) as a paddle.nn.Layer: dygraph or static."""
+    """conftest's SmallNet as a paddle.nn.Layer, so it has structural names and runs in dygraph and static mode."""
 
     def __init__(self):
         super().__init__()
-        self.conv = paddle.nn.Conv2D(1, 8, 3, padding=1)
-        self.bn = paddle.nn.BatchNorm2D(8)
-        self.conv1x1 = paddle.nn.Conv2D(8, 6, 1)
-        self.fc = paddle.nn.Linear(6 * 8 * 8, 10)
+        SmallNet.__init__(self)
 
-    def forward(self, x):
-        h = paddle.nn.functional.relu(self.bn(self.conv(x)))
-        return self.fc(paddle.flatten(self.conv1x1(h), 1))
+    forward = SmallNet.__call__
 
 
 def static_small_layer(optimizer=True, lr=0.05):
