@@ -147,8 +147,7 @@ def compute_masks(rule, selection, weights, masks, feed):
     scores, sizes, offset = [], [], 0
     for w in weights:
         scores.append(rule.scores(w, offset))
-        unit_sizes = rule.unit_sizes(list(w.shape))
-        sizes.append(None if unit_sizes is None else paddle.assign(unit_sizes))
+        sizes.append(rule.unit_sizes(list(w.shape)))
         offset += int(np.prod(w.shape))
     keeps, thresholds = selection.keeps(scores, sizes, feed)
     for w, m, keep in zip(weights, masks, keeps):

@@ -6,9 +6,9 @@ static binding (PIR and legacy IR) and the dygraph binding:
 - `check(shape)`: raise ValueError when the rule cannot prune a weight of this shape;
 - `scores(w, offset)`: non-negative score of every unit (higher = more important); `offset` is the
   position of w's first element in the pruned set (used by Random only);
-- `unit_sizes(shape)`: NumPy int64 array, the number of weights in each unit, or None when every
-  unit is one weight; selections count pruned *weights* with it, so a ratio always means a fraction
-  of weights, whatever the unit;
+- `unit_sizes(shape)`: int64 tensor, the number of weights in each unit (built on the device from a
+  few numbers), or None when every unit is one weight; selections count pruned *weights* with it,
+  so a ratio always means a fraction of weights, whatever the unit;
 - `expand(keep, shape)`: a keep-mask of the units -> a mask of the weight.
 
 Scores of units of different sizes are size-normalised (means, not sums), so one global threshold
@@ -76,12 +76,16 @@ class Block(Rule):
         rest = int(np.prod(shape[2:])) if len(shape) > 2 else 1
         return [math.ceil(shape[0] / self.m), math.ceil(shape[1] / self.n), rest if self.per_position else 1], rest
 
+    def _edges(self, shape):
+        """NumPy int64 rows per block row and columns per block column (smaller at ragged edges)."""
+        (g0, g1, _), _ = self._grid(shape)
+        return np.minimum(self.m, shape[0] - self.m * np.arange(g0)), np.minimum(self.n, shape[1] - self.n * np.arange(g1))
+
     def unit_sizes(self, shape):
-        (g0, g1, _), rest = self._grid(shape)
-        rows = np.minimum(self.m, shape[0] - self.m * np.arange(g0))
-        cols = np.minimum(self.n, shape[1] - self.n * np.arange(g1))
-        cells = np.outer(rows, cols).astype("int64")
-        return np.repeat(cells[:, :, None], rest, axis=2) if self.per_position else (cells * rest)[:, :, None]
+        grid, rest = self._grid(shape)
+        rows, cols = (paddle.assign(v.astype("int64")) for v in self._edges(shape))
+        cells = paddle.reshape(rows, [grid[0], 1, 1]) * paddle.reshape(cols, [1, grid[1], 1])
+        return paddle.expand(cells, grid) if self.per_position else cells * paddle.full([1], rest, "int64")
 
     def scores(self, w, offset=0):
         shape = list(w.shape)
@@ -97,8 +101,8 @@ class Block(Rule):
         means = paddle.mean(blocks, axis=[1, 3]) if self.per_position else paddle.mean(blocks, axis=[1, 3, 4], keepdim=True)
         means = paddle.reshape(means, self._grid(shape)[0])
         if pad0 or pad1:  # the mean over a padded block counted the zero padding: rescale to the real weights
-            full = m * n * (1 if self.per_position else rest)
-            means = means * paddle.assign((full / self.unit_sizes(shape)).astype("float32"))
+            rows, cols = self._edges(shape)
+            means = means * paddle.assign((m * n / np.outer(rows, cols)).astype("float32")[:, :, None])
         return means
 
     def expand(self, keep, shape):
@@ -138,7 +142,7 @@ class Channel(Rule):
         return paddle.pow(paddle.mean(paddle.pow(rows, self.norm), axis=1), 1.0 / self.norm)
 
     def unit_sizes(self, shape):
-        return np.full([shape[self.dim]], int(np.prod(shape)) // shape[self.dim], "int64")
+        return paddle.full([shape[self.dim]], int(np.prod(shape)) // shape[self.dim], "int64")
 
     def expand(self, keep, shape):
         along = [1] * len(shape)
