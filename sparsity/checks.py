@@ -73,3 +73,11 @@ def norm_order(value, name="norm"):
     if not _is_number(value) or not value >= 1:
         raise ValueError(f"{name} must be a number >= 1 or float('inf'), got {value!r}")
     return float(value)
+
+
+def local_sparsity_mode(local_sparsity, mode, local_name="local_sparsity", mode_name="mode"):
+    """local_sparsity needs mode 'ratio' (PaddleSlim refuses it with 'threshold' too); returns it as a bool."""
+    local = flag(local_sparsity, local_name)
+    if local and mode != "ratio":
+        raise ValueError(f"{local_name} True needs {mode_name} 'ratio', got {mode_name} {mode!r}: a threshold or an N:M pattern is the same for every layer already")
+    return local

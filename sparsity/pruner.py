@@ -54,9 +54,7 @@ class UnstructuredPruner:
         self.mode = checks.choice(mode, "mode", MODES)
         self.target = checks.ratio(ratio)
         self.threshold = checks.threshold(threshold)
-        self.local_sparsity = checks.flag(local_sparsity, "local_sparsity")
-        if self.local_sparsity and mode == "threshold":
-            raise ValueError("local_sparsity=True needs mode 'ratio': a threshold is the same for every layer already")
+        self.local_sparsity = checks.local_sparsity_mode(local_sparsity, mode)
         self.mask_update_period = checks.count(mask_update_period, "mask_update_period (0: only when the ratio changes)")
         self.rule = rule if rule is not None else rules.from_paddleslim(mode, sparse_block, nm_pattern)
         check_rule(self.rule, mode)

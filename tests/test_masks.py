@@ -233,4 +233,6 @@ def test_check_messages_take_the_callers_name():
     with pytest.raises(ValueError, match=r"^--ratio must be a number in \[0, 1\), got 1.5$"):
         checks.ratio(1.5, "--ratio")
     assert checks.flag(np.int64(0), "--local_sparsity") is False
+    with pytest.raises(ValueError, match="^--local_sparsity True needs --pruning_mode 'ratio', got --pruning_mode 'threshold'"):
+        checks.local_sparsity_mode(1, "threshold", "--local_sparsity", "--pruning_mode")
     assert math.isinf(checks.norm_order(math.inf))

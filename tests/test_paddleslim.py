@@ -26,6 +26,7 @@ pytestmark = pytest.mark.skipif(
 PROGRAM = '''
 def build(make_pruner):
     main, startup = paddle.static.Program(), paddle.static.Program()
+    main.random_seed = startup.random_seed = 1
     with paddle.static.program_guard(main, startup), unique_name.guard():
         x = paddle.static.data("x", [None, 1, 8, 8], "float32")
         y = paddle.static.data("y", [None, 1], "int64")
@@ -121,7 +122,8 @@ def test_paddleslim_checkpoint_resumes_with_ours(tmp_path, static_run):
     for name in static.persistables(main):
         np.testing.assert_array_equal(static.read(scope, name), saved[name], err_msg=name)
     masks = {p.name: saved[p.name + "_mask"] for p in pruner.params}
-    assert 0.3 < np.mean([(m == 0).mean() for m in masks.values()]) < 0.7
+    zeros = sum(int((m == 0).sum()) for m in masks.values()) / sum(m.size for m in masks.values())
+    assert 0.45 < zeros <= 0.5  # PaddleSlim's ratio 0.5 (it prunes a weight or two fewer than round(ratio * n))
     pruner.update_params()  # PaddleSlim masks at the start of its next run; ours masks after updates: apply once now
     for feed in namespace["batches"](2):
         exe.run(main, feed=feed, fetch_list=[loss])
