@@ -48,7 +48,7 @@ def evaluate(cfg):
     test_set = data.load_dataset(spec["data"], "test", spec["data_dir"], spec["image_size"], cfg.test_subset)
     batches = data.batches(test_set, cfg.batch_size, False, drop_last=False, num_workers=cfg.num_workers)
     accuracy = loop.evaluate(model.predict, batches)
-    sparsity = report.summarize(report.array_sparsity(model.weights), model.pruned)
+    sparsity = report.summarize([report.count(name, values) for name, values in model.weights.items()], model.targets)
     for row in sparsity["layers"]:
         row["layer"] = model.layers.get(row["name"], "")
     plotted = write_plots(cfg.plots, model, sparsity["layers"]) if cfg.plots else []
@@ -88,10 +88,11 @@ def print_report(result):
     rows = result["layers"]
     name_width = max(len(r["name"]) for r in rows)
     layer_width = max(len(r["layer"]) for r in rows)
-    print(f"{'parameter':<{name_width}}  {'layer':<{layer_width}}  {'shape':<18} {'size':>9} {'sparsity':>9}  pruned")
+    print(f"{'parameter':<{name_width}}  {'layer':<{layer_width}}  {'shape':<18} {'size':>9} {'sparsity':>9} {'target':>7}  pruned")
     for r in rows:
         shape = "x".join(map(str, r["shape"]))
-        print(f"{r['name']:<{name_width}}  {r['layer']:<{layer_width}}  {shape:<18} {r['size']:>9} {r['sparsity']:>9.4f}  {'yes' if r['pruned'] else 'no'}")
+        target = f"{r['target']:.4f}" if r["target"] is not None else "-"
+        print(f"{r['name']:<{name_width}}  {r['layer']:<{layer_width}}  {shape:<18} {r['size']:>9} {r['sparsity']:>9.4f} {target:>7}  {'yes' if r['pruned'] else 'no'}")
     if result["plots"]:
         print("plots: " + ", ".join(result["plots"]))
 

@@ -43,7 +43,7 @@ def main(argv=None):
     overrides = {k: getattr(cfg, k) for k in ("model", "scale", "image_size", "num_classes", "data")}
     spec = resolve_spec(source.spec, overrides)
     graph, exe, scope = load_test_graph(source, spec, place)
-    manifest = export.export(graph, exe, scope, spec, formats, cfg.output, source.path, source.pruned)
+    manifest = export.export(graph, exe, scope, spec, formats, cfg.output, source.path, source.targets)
 
     dense = manifest["dense_float32_bytes"]
     print(f"exported {spec['model']} x{spec['scale']} from {source.path} to {cfg.output}")

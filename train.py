@@ -44,6 +44,12 @@ def parse_args(argv=None):
     add("--nm_pattern", type=int, nargs="+", default=[2, 4], help="n m for --pruning_mode nm: keep n of every m along the input axis")
     add("--prune_params_type", type=config.optional_name, default=None, choices=[None, "conv1x1_only"])
     add("--local_sparsity", type=config.str2bool, default=False, help="True: the ratio applies to each parameter")
+    add("--granularity", default=None, choices=["element", "block", "nm", "channel", "random"],
+        help="what is pruned as a unit (default: from --pruning_mode and --sparse_block, as in PaddleSlim)")
+    add("--block_per_position", action="store_true", help="blocks: one m x n block per conv kernel position instead of whole slabs")
+    add("--channel_dim", type=int, default=0, choices=[0, 1], help="channel: 0 prunes conv filters (output channels), 1 input channels")
+    add("--channel_norm", type=float, default=2.0, help="channel: the p of the Ln norm that scores a channel")
+    add("--sparsity_config", default=None, help="YAML or JSON: {parameter or layer name or glob: ratio or skip} per-layer targets")
     add("--stable_epochs", type=int, default=0)
     add("--pruning_epochs", type=int, default=60)
     add("--tunning_epochs", type=int, default=60)
@@ -103,7 +109,7 @@ def prepare(cfg):
     paddle.seed(cfg.seed)
     try:
         run.graph = program.build(cfg, run.info.in_channels, run.num_classes, run.steps, run.place, run.team.nranks)
-    except ValueError as exc:  # the model or the pruner refusing these flags
+    except ValueError as exc:  # the model refusing these flags
         raise ConfigError(f"--model {cfg.model} with these flags: {exc}") from exc
     run.exe = paddle.static.Executor(run.place)
     run.exe.run(run.graph.startup)
@@ -149,11 +155,16 @@ def train(cfg, run, log):
     log.line(
         f"{cfg.model} x{cfg.scale} on {cfg.data} ({len(run.train_set)} train / {len(run.test_set)} test, {cfg.image_size}px), "
         f"{run.steps} steps/epoch x {team.nranks} card(s), place {run.place}, IR {'PIR' if static.pir_enabled() else 'legacy'}, "
-        f"pruning {cfg.pruning_strategy}" + (f" ({len(pruner.params)} parameters, target ratio {cfg.ratio})" if pruner else "")
+        f"pruning {cfg.pruning_strategy}" + (f" ({len(pruner.params)} parameters, {pruner.rule!r}, target ratio {cfg.ratio})" if pruner else "")
     )
     model_params = selection.model_params(graph.main)
-    pruned_names = [p.name for p in pruner.params] if pruner else []
-    run.sparsity_report = lambda: report.summary(paddle.static.global_scope(), model_params, pruned_names)
+    targets = pruner.targets() if pruner else {}
+    if cfg.ratios:
+        layers = {var: key for key, var in graph.structure.items()}
+        log.line(f"per-layer targets from --sparsity_config {cfg.sparsity_config} ({len(pruner.skip_params)} parameters left dense):")
+        for name, target in targets.items():
+            log.line(f"  {layers.get(name, name):<40} {name:<24} {target:.4f}")
+    run.sparsity_report = lambda: report.summary(paddle.static.global_scope(), model_params, targets)
     for epoch in range(run.start_epoch, cfg.num_epochs):
         # dropout's randomness is a function of (seed, epoch, rank) like the data order, so a resumed run repeats it
         paddle.seed(cfg.seed * 1_000_003 + epoch * 1009 + team.rank)
@@ -197,10 +208,11 @@ def weights_digest(program):
     """SHA-256 over the trained weights and masks (not BN statistics, which stay per card): equal on every rank."""
     digest = hashlib.sha256()
     scope = paddle.static.global_scope()
-    for p in sorted(static.parameters(program), key=lambda p: p.name):
-        if p.trainable or static.is_mask_name(p.name):
-            digest.update(p.name.encode())
-            digest.update(static.read(scope, p.name).tobytes())
+    trained = {p.name for p in static.parameters(program) if p.trainable}
+    for name in sorted(static.persistables(program)):
+        if name in trained or static.is_mask_name(name):
+            digest.update(name.encode())
+            digest.update(static.read(scope, name).tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -220,7 +232,7 @@ def save_checkpoint(cfg, run, epoch, log):
                 "num_classes": run.num_classes, "data": cfg.data, "data_dir": cfg.data_dir,
             },
             "structure": graph.structure,
-            "pruned": [p.name for p in graph.pruner.params] if graph.pruner else [],
+            "targets": graph.pruner.targets() if graph.pruner else {},
             "flags": vars(cfg),
             "lr": graph.lr.state_dict(),
             "pruner": graph.pruner.state_dict() if graph.pruner else None,

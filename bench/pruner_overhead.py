@@ -35,9 +35,9 @@ def host_recompute(scope, pruner, place):
     flat = np.sort(np.abs(np.concatenate([w.ravel() for w in weights])))
     k = int(round(pruner.ratio * flat.size))
     threshold = flat[k - 1]
-    for p, m, w in zip(pruner.params, pruner.masks, weights):
+    for p, w in zip(pruner.params, weights):
         mask = (np.abs(w) > threshold).astype("float32")
-        static.write(scope, m.name, mask, place)
+        static.write(scope, pruner.masks[p.name].name, mask, place)
         static.write(scope, p.name, w * mask, place)
 
 

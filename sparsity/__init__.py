@@ -1,5 +1,16 @@
-"""Unstructured and semi-structured sparsity for PaddlePaddle static-graph training."""
+"""Unstructured, semi-structured and structured sparsity for PaddlePaddle: static programs and dygraph models."""
+from . import rules
+from .dygraph import PruningCallback
 from .pruner import GMPUnstructuredPruner, UnstructuredPruner
-from .schedule import GMPSchedule
+from .schedule import ConstantSchedule, GMPSchedule
+from .selection import read_ratios_file
 
-__all__ = ["UnstructuredPruner", "GMPUnstructuredPruner", "GMPSchedule"]
+__all__ = [
+    "ConstantSchedule",
+    "GMPSchedule",
+    "GMPUnstructuredPruner",
+    "PruningCallback",
+    "UnstructuredPruner",
+    "read_ratios_file",
+    "rules",
+]

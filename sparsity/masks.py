@@ -1,10 +1,17 @@
-"""Mask math as Paddle ops: scores -> threshold -> keep-mask, on the device that runs them.
+"""Selection as Paddle ops: unit scores -> which units are kept, on the device that runs them.
 
-Every function here builds ops, so the same code runs eagerly (dygraph, used by the tests) and
-inside a static program (PIR or legacy IR, used by the pruner). Scores are non-negative; a unit
-(weight or block) is pruned when its score is <= the threshold, kept when it is above.
+A selection turns the scores of the pruned parameters (one score per pruning unit, from a rule in
+rules.py) into keep-masks of those units. Every function builds ops, so the same code runs eagerly
+(the dygraph binding, the tests) and inside a static program (PIR or legacy IR). Scores are
+non-negative; a unit is pruned when its score is <= the threshold, kept when it is above.
+
+- ByRatio: groups of parameters, each with one threshold that prunes its target fraction of weights
+  (one group of all parameters: a global ratio; one group per parameter: local sparsity).
+- ByThreshold: every unit whose score is below a fixed threshold.
+- ByPattern: a rule's own fixed pattern (N:M), no threshold.
 """
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import paddle
@@ -14,148 +21,137 @@ from . import ops
 HISTOGRAM_BINS = 1 << 16
 
 
-def check_block(block):
-    """Validate sparse_block: two positive integers [m, n]; returns them as a tuple."""
-    ok = (
-        isinstance(block, (list, tuple))
-        and len(block) == 2
-        and all(isinstance(b, (int, np.integer)) and not isinstance(b, bool) and b >= 1 for b in block)
-    )
-    if not ok:
-        raise ValueError(f"sparse_block must be two positive integers [m, n] such as [1, 1] or [2, 1], got {block!r}")
-    return int(block[0]), int(block[1])
+def kth_smallest(scores, k, sizes=None, bins=HISTOGRAM_BINS):
+    """Smallest score t such that the units scoring <= t weigh at least k (k: int64 tensor [1], >= 1).
 
-
-def check_nm(pattern):
-    """Validate an N:M pattern: keep n of every m, 1 <= n < m; returns (n, m)."""
-    ok = (
-        isinstance(pattern, (list, tuple))
-        and len(pattern) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pattern)
-        and 1 <= pattern[0] < pattern[1]
-    )
-    if not ok:
-        raise ValueError(f"nm_pattern must be two integers [n, m] with 1 <= n < m (keep n of every m), such as [2, 4]; got {pattern!r}")
-    return int(pattern[0]), int(pattern[1])
-
-
-def nm_axis(shape):
-    """The input-channel axis that N:M groups run along: 1 for conv weights [out, in, kh, kw], else 0 ([in, out])."""
-    return 1 if len(shape) == 4 else 0
-
-
-def nm_keep_mask(w, pattern):
-    """Keep the n largest |w| of every m consecutive weights along the input axis (2:4 for sparse tensor cores).
-
-    A ragged last group keeps its n largest too, so an axis shorter than n (depthwise convs) stays dense.
-    """
-    n, m = pattern
-    shape = list(w.shape)
-    axis = nm_axis(shape)
-    perm = [i for i in range(len(shape)) if i != axis] + [axis]
-    length = shape[axis]
-    rows = int(np.prod([shape[i] for i in perm[:-1]]))
-    a = paddle.reshape(paddle.transpose(ops.abs(w), perm), [rows, length])
-    pad = -length % m
-    if pad:  # padding scores below any real one are chosen last
-        a = paddle.concat([a, paddle.full([rows, pad], -1.0, a.dtype)], axis=1)
-    groups = paddle.reshape(a, [-1, m])
-    chosen = paddle.topk(groups, n, axis=-1)[1]
-    keep = paddle.put_along_axis(paddle.zeros_like(groups), chosen, paddle.full([groups.shape[0], n], 1.0, a.dtype), axis=-1)
-    keep = paddle.reshape(keep, [rows, length + pad])
-    if pad:
-        keep = keep[:, :length]
-    keep = paddle.reshape(keep, [shape[i] for i in perm])
-    return paddle.transpose(keep, [perm.index(i) for i in range(len(shape))])
-
-
-def block_grid(shape, block):
-    """Shape [ceil(d0/m), ceil(d1/n), rest] of the block-score grid of a weight of `shape`."""
-    m, n = block
-    rest = int(np.prod(shape[2:])) if len(shape) > 2 else 1
-    return [math.ceil(shape[0] / m), math.ceil(shape[1] / n), rest]
-
-
-def block_sizes(shape, block):
-    """NumPy array of the number of real weights in each block (edge blocks may be smaller)."""
-    m, n = block
-    rows = np.minimum(m, shape[0] - m * np.arange(math.ceil(shape[0] / m)))
-    cols = np.minimum(n, shape[1] - n * np.arange(math.ceil(shape[1] / n)))
-    return np.outer(rows, cols).astype("float32")
-
-
-def magnitude_scores(w, block=(1, 1)):
-    """Score of every pruning unit: |w| for [1, 1], else the mean |w| of each m x n block of dims 0, 1.
-
-    Blocks span the first two dimensions; trailing dimensions (conv kernel positions) are separate
-    blocks. Edge blocks of a ragged shape average over their real weights only.
-    """
-    a = ops.abs(w)
-    if tuple(block) == (1, 1):
-        return a
-    shape = list(w.shape)
-    if len(shape) < 2:
-        raise ValueError(f"sparse_block {list(block)} needs weights with at least 2 dimensions, got shape {shape}")
-    m, n = block
-    g0, g1, rest = block_grid(shape, block)
-    a = paddle.reshape(a, [shape[0], shape[1], rest])
-    pad0, pad1 = g0 * m - shape[0], g1 * n - shape[1]
-    if pad0:
-        a = paddle.concat([a, paddle.zeros([pad0, shape[1], rest], a.dtype)], axis=0)
-    if pad1:
-        a = paddle.concat([a, paddle.zeros([g0 * m, pad1, rest], a.dtype)], axis=1)
-    means = paddle.mean(paddle.reshape(a, [g0, m, g1, n, rest]), axis=[1, 3])
-    if pad0 or pad1:
-        correction = (m * n) / block_sizes(shape, block)
-        means = means * paddle.assign(correction.reshape(g0, g1, 1).astype("float32"))
-    return means
-
-
-def expand_block_mask(block_mask, shape, block):
-    """Broadcast a [g0, g1, rest] block mask back to a weight of `shape`."""
-    if tuple(block) == (1, 1):
-        return block_mask
-    m, n = block
-    g0, g1, rest = block_grid(shape, block)
-    full = paddle.expand(paddle.reshape(block_mask, [g0, 1, g1, 1, rest]), [g0, m, g1, n, rest])
-    full = paddle.reshape(full, [g0 * m, g1 * n, rest])
-    if g0 * m != shape[0] or g1 * n != shape[1]:
-        full = full[: shape[0], : shape[1]]
-    return paddle.reshape(full, list(shape))
-
-
-def kth_smallest(scores, k, bins=HISTOGRAM_BINS):
-    """The k-th smallest value (k: int64 tensor of shape [1], 1 <= k <= numel) of 1-D scores >= 0.
-
-    A histogram select: one pass buckets the scores (bucket 0 holds exact zeros, buckets 1..bins
-    split (0, max] evenly), a prefix sum finds the bucket holding the k-th value, and only that
-    bucket's few values are ranked. No full sort; already-pruned zeros cost nothing to rank.
+    `sizes` (int64, like scores) is each unit's number of weights; None counts every unit as 1,
+    making t the k-th smallest score. A histogram select: one pass buckets the scores (bucket 0
+    holds exact zeros, buckets 1..bins split (0, max] evenly), a prefix sum finds the bucket where
+    the weight reaches k, and only that bucket's few units are sorted. Already-pruned zeros are
+    never sorted.
     """
     top = paddle.clip(ops.largest(scores), min=1e-30)
     bucket = ops.ceil(scores * (bins / top))
-    counts = paddle.bincount(paddle.cast(bucket, "int32"), minlength=bins + 2)
+    weights = None if sizes is None else paddle.cast(sizes, "float64")
+    counts = paddle.bincount(paddle.cast(bucket, "int32"), weights=weights, minlength=bins + 2)
     reached = paddle.cumsum(paddle.cast(counts, "int64"))
     index = paddle.searchsorted(reached, k)
     below = paddle.gather(paddle.concat([paddle.zeros([1], reached.dtype), reached]), index)
-    # bucket 0 holds only zeros: then the answer is 0 and nothing needs ranking (index -1 selects nothing)
-    chosen = paddle.cast(paddle.where(index > 0, index, paddle.full_like(index, -1)), bucket.dtype)
+    # bucket 0 holds only zeros: the answer is 0 and nothing is sorted (index -1 selects no unit);
+    # a leading 0 candidate weighing k then answers alone, and weighs nothing otherwise
+    in_zero_bucket = index == 0
+    chosen = paddle.cast(paddle.where(in_zero_bucket, paddle.full_like(index, -1), index), bucket.dtype)
     in_bucket = (bucket > chosen - 0.5) & (bucket < chosen + 0.5)
-    candidates = paddle.concat([paddle.zeros([1], scores.dtype), paddle.masked_select(scores, in_bucket)])
-    rank = paddle.where(index > 0, k - below + 1, paddle.ones_like(k))  # +1: the leading 0 sentinel
-    return ops.largest(paddle.topk(candidates, rank, largest=False, sorted=False)[0])
+    values = paddle.masked_select(scores, in_bucket)
+    weight = paddle.ones_like(values, "int64") if sizes is None else paddle.masked_select(sizes, in_bucket)
+    order = paddle.argsort(values)
+    values = paddle.concat([paddle.zeros([1], scores.dtype), paddle.gather(values, order)])
+    sentinel = paddle.where(in_zero_bucket, k, paddle.zeros_like(k))
+    reached_in_bucket = paddle.cumsum(paddle.concat([sentinel, paddle.gather(weight, order)]))
+    return paddle.gather(values, paddle.searchsorted(reached_in_bucket, k - below))
 
 
-def ratio_threshold(scores, k):
-    """Threshold that prunes the k smallest scores (k an int64 [1] tensor; k == 0 prunes nothing)."""
+def ratio_threshold(scores, k, sizes=None):
+    """Threshold that prunes the lowest units weighing at least k (k an int64 [1] tensor; 0 prunes nothing)."""
     safe_k = paddle.clip(k, min=1)
-    return paddle.where(k > 0, kth_smallest(scores, safe_k), paddle.full([1], -1.0, scores.dtype))
+    return paddle.where(k > 0, kth_smallest(scores, safe_k, sizes), paddle.full([1], -1.0, scores.dtype))
 
 
 def keep_mask(scores, threshold, inclusive=False):
     """1.0 where the score is above the threshold (or equal to it, if inclusive), 0.0 where it is pruned."""
-    return paddle.cast(scores >= threshold if inclusive else scores > threshold, scores.dtype)
+    return paddle.cast(scores >= threshold if inclusive else scores > threshold, "float32")
 
 
-def prune_count(ratio, units):
-    """How many of `units` scores a ratio prunes: round(ratio * units), exactly, on the host."""
-    return int(math.floor(ratio * units + 0.5))
+def prune_count(ratio, weights):
+    """How many of `weights` a ratio prunes: round(ratio * weights), exactly, on the host."""
+    return int(math.floor(ratio * weights + 0.5))
+
+
+def _flat(tensors):
+    return paddle.concat([paddle.reshape(t, [-1]) for t in tensors])
+
+
+@dataclass(frozen=True)
+class Group:
+    """Parameters ranked together under one threshold: their indices, target ratio and number of weights."""
+
+    members: tuple
+    target: float
+    weights: int
+
+
+class ByRatio:
+    """One threshold per group, pruning round(ratio * weights) of the group's weights (whole units)."""
+
+    feed_dtype = "int64"
+    every_step = False
+
+    def __init__(self, groups, schedule):
+        self.groups = list(groups)
+        self.schedule = schedule
+
+    def ratios(self, iteration):
+        """Each group's ratio at `iteration`, from the schedule and the group's own target."""
+        return [self.schedule.ratio_at(iteration, g.target) for g in self.groups]
+
+    def feed(self, iteration):
+        return np.array([prune_count(r, g.weights) for r, g in zip(self.ratios(iteration), self.groups)], "int64")
+
+    def keeps(self, scores, sizes, counts):
+        keeps, thresholds = [None] * len(scores), []
+        for i, group in enumerate(self.groups):
+            members = group.members
+            flat_sizes = None if sizes[members[0]] is None else _flat([sizes[j] for j in members])
+            t = ratio_threshold(_flat([scores[j] for j in members]), counts[i : i + 1], flat_sizes)
+            thresholds.append(t)
+            for j in members:
+                keeps[j] = keep_mask(scores[j], t)
+        return keeps, thresholds
+
+
+class ByThreshold:
+    """Every unit whose score is below `threshold` is pruned; recomputed at every step as weights move."""
+
+    feed_dtype = "float32"
+    every_step = True
+
+    def __init__(self, threshold):
+        self.threshold = threshold
+
+    def feed(self, iteration):
+        return np.array([self.threshold], "float32")
+
+    def keeps(self, scores, sizes, threshold):
+        return [keep_mask(s, paddle.cast(threshold, s.dtype), inclusive=True) for s in scores], [threshold]
+
+
+class ByPattern:
+    """A rule's fixed pattern (N:M): its masks depend on the weights alone, so they are computed once."""
+
+    feed_dtype = None
+    every_step = False
+
+    def __init__(self, rule):
+        self.rule = rule
+
+    def feed(self, iteration):
+        return None
+
+    def keeps(self, scores, sizes, feed):
+        return [self.rule.pattern_keep(s) for s in scores], []
+
+
+def compute_masks(rule, selection, weights, masks, feed):
+    """The shared mask computation over weight and mask handles: rule scores -> selection -> masks
+    assigned, weights masked. Returns the selection's thresholds (1-element tensors)."""
+    scores, sizes, offset = [], [], 0
+    for w in weights:
+        scores.append(rule.scores(w, offset))
+        sizes.append(rule.unit_sizes(list(w.shape)))
+        offset += int(np.prod(w.shape))
+    keeps, thresholds = selection.keeps(scores, sizes, feed)
+    for w, m, keep in zip(weights, masks, keeps):
+        mask = rule.expand(keep, list(w.shape))
+        paddle.assign(mask, output=m)
+        paddle.assign(ops.masked(w, mask), output=w)
+    return thresholds

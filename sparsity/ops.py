@@ -1,6 +1,6 @@
 """Paddle ops that work the same in dygraph, PIR static graphs and the legacy static IR.
 
-Paddle 3.x routes a few `paddle.*` functions (abs, ceil, sum, max) through PIR-only kernels, so under
+Paddle 3.x routes a few `paddle.*` functions (abs, ceil, max over all elements) through PIR-only kernels, so under
 the legacy IR (`FLAGS_enable_pir_api=0`) they raise TypeError; here they are appended as plain ops.
 """
 import paddle
@@ -26,7 +26,7 @@ def _append_legacy_op(op_type, x, attrs=None):
     return out
 
 
-def abs(x):  # noqa: A001 - mirrors paddle.abs
+def abs(x):
     """|x|."""
     return _append_legacy_op("abs", x) if legacy_static() else paddle.abs(x)
 
@@ -36,15 +36,14 @@ def ceil(x):
     return _append_legacy_op("ceil", x) if legacy_static() else paddle.ceil(x)
 
 
-def total(x):
-    """Sum of all elements, as a 1-element tensor."""
-    if legacy_static():
-        return _append_legacy_op("reduce_sum", x, {"dim": [0], "keep_dim": False, "reduce_all": True})
-    return paddle.sum(x)
-
-
 def largest(x):
     """The largest element, as a 1-element tensor (a reduction: far cheaper than topk on CPU)."""
     if legacy_static():
         return _append_legacy_op("reduce_max", x, {"dim": [0], "keep_dim": False, "reduce_all": True})
     return paddle.reshape(paddle.max(x), [1])
+
+
+def masked(weight, mask):
+    """weight * mask with the pruned entries +0.0: a negative weight times 0 is -0.0, whose sign bit a
+    bit-exact sparse file would have to keep as a value."""
+    return weight * mask + 0.0

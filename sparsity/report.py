@@ -19,17 +19,15 @@ class LayerSparsity:
         return self.zeros / self.size if self.size else 0.0
 
 
+def count(name, values):
+    """Zero (and NaN/Inf) counts of one parameter's values."""
+    values = np.asarray(values)
+    return LayerSparsity(name, tuple(values.shape), int(values.size), int(values.size - np.count_nonzero(values)), int(values.size - np.isfinite(values).sum()))
+
+
 def layer_sparsity(scope, params):
-    """Per-parameter zero (and NaN/Inf) counts for the given static.Param list."""
-    return array_sparsity({p.name: static.read(scope, p.name) for p in params})
-
-
-def array_sparsity(arrays):
-    """Per-array zero (and NaN/Inf) counts for {name: array}."""
-    return [
-        LayerSparsity(name, tuple(v.shape), int(v.size), int(v.size - np.count_nonzero(v)), int(v.size - np.isfinite(v).sum()))
-        for name, v in arrays.items()
-    ]
+    """Per-parameter counts for the given static.Param list, read from a static scope."""
+    return [count(p.name, static.read(scope, p.name)) for p in params]
 
 
 def overall(rows):
@@ -38,21 +36,24 @@ def overall(rows):
     return sum(r.zeros for r in rows) / size if size else 0.0
 
 
-def summary(scope, model_params, pruned_names):
-    """{'model': sparsity over all parameters, 'pruned': over the pruned set, 'layers': per-layer rows,
-    'nonfinite': names of parameters holding NaN or Inf}."""
-    return summarize(layer_sparsity(scope, model_params), pruned_names)
+def summarize(rows, targets):
+    """{'model': sparsity over all rows, 'pruned': over the pruned set, 'layers': per-layer dicts (with the
+    target of each pruned one, None for the others), 'nonfinite': names holding NaN or Inf}.
 
-
-def summarize(rows, pruned_names):
-    """The summary() dict of LayerSparsity rows."""
-    pruned_names = set(pruned_names)
+    `targets` maps the pruned parameters' names to their target ratios (a list of names: targets unknown).
+    """
+    targets = targets if isinstance(targets, dict) else dict.fromkeys(targets)
     return {
         "model": overall(rows),
-        "pruned": overall([r for r in rows if r.name in pruned_names]),
+        "pruned": overall([r for r in rows if r.name in targets]),
         "layers": [
-            {"name": r.name, "shape": list(r.shape), "size": r.size, "sparsity": r.sparsity, "pruned": r.name in pruned_names}
+            {"name": r.name, "shape": list(r.shape), "size": r.size, "sparsity": r.sparsity, "pruned": r.name in targets, "target": targets.get(r.name)}
             for r in rows
         ],
         "nonfinite": [r.name for r in rows if r.nonfinite],
     }
+
+
+def summary(scope, model_params, pruned_names):
+    """summarize() of a static scope's parameters; `pruned_names` may be a {name: target} dict (pruner.targets())."""
+    return summarize(layer_sparsity(scope, model_params), pruned_names)

@@ -1,13 +1,12 @@
-"""How much to prune when: pure functions of the iteration, so any iteration can be resumed exactly."""
+"""How much to prune when: pure functions of (iteration, target), so any iteration resumes exactly.
+
+`iteration` counts the `step()` calls made before this one (PaddleSlim's `cur_iteration`): the
+first `step()`, after the first optimizer update, asks for `ratio_at(0, target)`. Each parameter
+group ramps to its own target on the same schedule.
+"""
 from dataclasses import dataclass
 
-
-def check_ratio(ratio, name="ratio"):
-    """A sparsity ratio must be a number in [0, 1)."""
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), got {ratio!r}")
-    return float(ratio)
-
+from . import checks
 
 CONFIG_KEYS = (
     "stable_iterations",
@@ -19,15 +18,29 @@ CONFIG_KEYS = (
 )
 
 
+class ConstantSchedule:
+    """The target from the first step on (UnstructuredPruner)."""
+
+    def ratio_at(self, iteration, target):
+        return target
+
+    def __eq__(self, other):
+        return type(self) is type(other)
+
+
 @dataclass(frozen=True)
 class GMPSchedule:
-    """Gradual magnitude pruning: ratio 0 while stable, a cubic ramp while pruning, the target while tuning.
+    """Gradual magnitude pruning: ratio 0 while stable, a cubic ramp while pruning, the target after.
 
-    During pruning the ratio rises from `initial_ratio` to `target` in `pruning_steps` increments:
-    after j increments it is initial + (target - initial) * (1 - (1 - j / pruning_steps) ** 3).
+    The pruning phase is cut into `pruning_steps` equal periods; in period j the ratio is
+    initial + (target - initial) * (1 - (1 - j / pruning_steps) ** 3), with initial =
+    min(initial_ratio, target). When the phases are whole multiples of pruning_iterations /
+    pruning_steps (as epoch-based configs usually are), the ratio changes at exactly the iterations
+    where PaddleSlim's GMPUnstructuredPruner pops its `ratios_stack`. Otherwise PaddleSlim rounds
+    its stable phase down to whole periods (its ramp starts early) and truncates the period to an
+    integer (its ramp ends early); this schedule keeps the phases as configured.
     """
 
-    target: float
     stable_iterations: int
     pruning_iterations: int
     tunning_iterations: int
@@ -35,11 +48,12 @@ class GMPSchedule:
     initial_ratio: float = 0.0
 
     @classmethod
-    def from_configs(cls, target, configs):
-        """Build from PaddleSlim-style configs, with a clear error for every bad or unknown key."""
-        if not isinstance(configs, dict):
+    def from_configs(cls, configs):
+        """From PaddleSlim-style configs (resume_iteration is the pruner's, not the schedule's), every bad key named."""
+        if not isinstance(configs, dict) or not configs:
             raise ValueError(f"configs must be a dict with keys {', '.join(CONFIG_KEYS)}, got {configs!r}")
         configs = dict(configs)
+        configs.pop("resume_iteration", None)
         if "tuning_iterations" in configs:
             configs.setdefault("tunning_iterations", configs.pop("tuning_iterations"))
         unknown = sorted(set(configs) - set(CONFIG_KEYS))
@@ -49,7 +63,6 @@ class GMPSchedule:
         if missing:
             raise ValueError(f"GMP configs need {', '.join(missing)}")
         return cls(
-            target=target,
             stable_iterations=configs["stable_iterations"],
             pruning_iterations=configs["pruning_iterations"],
             tunning_iterations=configs.get("tunning_iterations", 0),
@@ -58,33 +71,26 @@ class GMPSchedule:
         )
 
     def __post_init__(self):
-        check_ratio(self.target, "ratio")
         for name in ("stable_iterations", "pruning_iterations", "tunning_iterations"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        steps = self.pruning_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-            raise ValueError(f"pruning_steps must be an integer >= 1, got {steps!r}")
-        if steps > self.pruning_iterations:
+            object.__setattr__(self, name, checks.count(getattr(self, name), name))
+        object.__setattr__(self, "pruning_steps", checks.count(self.pruning_steps, "pruning_steps", minimum=1))
+        object.__setattr__(self, "initial_ratio", checks.ratio(self.initial_ratio, "initial_ratio"))
+        if self.pruning_steps > self.pruning_iterations:
             raise ValueError(
-                f"pruning_steps ({steps}) must not exceed pruning_iterations ({self.pruning_iterations}): "
+                f"pruning_steps ({self.pruning_steps}) must not exceed pruning_iterations ({self.pruning_iterations}): "
                 "each step needs at least one iteration; lower pruning_steps or lengthen the pruning phase"
             )
-        check_ratio(self.initial_ratio, "initial_ratio")
-        if self.initial_ratio > self.target:
-            raise ValueError(f"initial_ratio ({self.initial_ratio}) must not exceed the target ratio ({self.target})")
 
-    def ratio_at(self, iteration):
-        """Target ratio once `iteration` optimizer steps are done."""
-        if iteration < self.stable_iterations:
-            return 0.0
+    def ratio_at(self, iteration, target):
+        """The ratio for the step() call that follows `iteration` earlier ones."""
         into = iteration - self.stable_iterations
+        if into < 0:
+            return 0.0
         if into >= self.pruning_iterations:
-            return self.target
-        done = into * self.pruning_steps // self.pruning_iterations
-        progress = 1.0 - (1.0 - done / self.pruning_steps) ** 3
-        return self.initial_ratio + (self.target - self.initial_ratio) * progress
+            return target
+        initial = min(self.initial_ratio, target)
+        period = into * self.pruning_steps // self.pruning_iterations
+        return (1.0 - (1.0 - period / self.pruning_steps) ** 3) * (target - initial) + initial
 
     @property
     def total_iterations(self):

@@ -1,7 +1,14 @@
 """Binding to paddle.static Programs and Scopes, the same for PIR and the legacy IR.
 
-Reads parameters and normalization inputs off a program, creates mask parameters, appends the
-in-graph masking ops, and moves single tensors between a scope and NumPy.
+Reads parameters and normalization inputs off a program, creates mask variables, appends the
+in-graph masking ops, runs the shared mask computation as a small program of its own, and moves
+single tensors between a scope and NumPy.
+
+Masks are named `<param>_mask` and are persistable variables that are not parameters, like
+PaddleSlim's: `program.all_parameters()` does not list them and `paddle.static.save` writes them
+to `.pdopt`. The legacy IR makes them with `create_global_var`; PIR cannot (its `full` refuses the
+call), so there they are persistable values made like the optimizer's accumulators
+(`paddle.pir.core.create_persistable_value`), which PIR saves and loads the same way.
 """
 import os
 from dataclasses import dataclass
@@ -9,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 
-from .ops import pir_enabled  # noqa: F401 - re-exported for the pruner
+from . import ops
+from .ops import pir_enabled
 
-MASK_SUFFIX = "_sparsity_mask"
+MASK_SUFFIX = "_mask"
 NORM_OPS = {"batch_norm", "sync_batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"}
 
 
@@ -97,35 +105,39 @@ def updates_parameters(program, names):
 
 
 def create_mask(param, main, startup):
-    """A persistable, non-trainable mask of ones beside `param`, saved with the program's parameters."""
+    """A persistable mask of ones named `<param>_mask` beside `param` (initialized by `startup`)."""
+    name = mask_name(param.name)
     with paddle.static.program_guard(main, startup):
-        mask = paddle.static.create_parameter(
-            list(param.shape),
-            "float32",
-            attr=paddle.ParamAttr(name=mask_name(param.name), trainable=False),
-            default_initializer=paddle.nn.initializer.Constant(1.0),
-        )
+        if pir_enabled():
+            from paddle.pir.core import create_persistable_value
+
+            mask = create_persistable_value("float32", list(param.shape), name, initializer=paddle.nn.initializer.Constant(1.0))
+        else:
+            mask = paddle.static.create_global_var(list(param.shape), 1.0, "float32", persistable=True, name=name)
     mask.stop_gradient = True
-    return Param(mask_name(param.name), tuple(param.shape), mask)
+    return Param(name, tuple(param.shape), mask, trainable=False)
 
 
 def append_masking(pairs, main, startup):
     """Append `w = w * mask` for each (weight, mask) at the end of `main` (after the optimizer ops)."""
     with paddle.static.program_guard(main, startup):
         for weight, mask in pairs:
-            paddle.assign(masked(weight.handle, mask.handle), output=weight.handle)
+            paddle.assign(ops.masked(weight.handle, mask.handle), output=weight.handle)
 
 
-def masked(weight, mask):
-    """weight * mask with pruned entries +0.0 (a negative weight times 0 is -0.0, which a sparse file would keep)."""
-    return weight * mask + 0.0
+def reference(var, dtype="float32"):
+    """Handle to an existing persistable variable (weight or mask) inside the program being built, by name."""
+    if pir_enabled():
+        value = paddle.static.data(var.name, list(var.shape), dtype)
+        value.persistable = True
+        return value
+    block = paddle.static.default_main_program().global_block()
+    return block.create_var(name=var.name, shape=list(var.shape), dtype=dtype, persistable=True)
 
 
-def reference(param, dtype="float32"):
-    """Handle to an existing persistable parameter inside the program being built (same name, same scope)."""
-    return paddle.static.create_parameter(
-        list(param.shape), dtype, attr=paddle.ParamAttr(name=param.name, trainable=False)
-    )
+def structural_names(layer):
+    """{variable name: structural name} of a paddle.nn.Layer built in static mode ('conv2d_3.w_0': 'features.0.weight')."""
+    return {value.name: key for key, value in layer.state_dict().items()}
 
 
 def default_place():
@@ -156,13 +168,98 @@ def write(scope, name, array, place):
     scope.var(name).get_tensor().set(np.ascontiguousarray(array), place)
 
 
-def persistables(program):
-    """{name: shape} of every persistable of the program: parameters, masks, optimizer state, LR."""
+def persistable_handles(program):
+    """{name: variable (legacy IR) or Value (PIR)} of every persistable of the program."""
     if pir_enabled():
         from paddle.static.pir_io import get_pir_parameters
 
         params, opts = get_pir_parameters(program)
-        return {v.name: tuple(v.shape) for v in params + opts if v.persistable}
+        return {v.name: v for v in params + opts if v.persistable}
     from paddle.static.io import is_persistable
 
-    return {v.name: tuple(v.shape) for v in program.list_vars() if is_persistable(v)}
+    return {v.name: v for v in program.list_vars() if is_persistable(v)}
+
+
+def persistables(program):
+    """{name: shape} of every persistable of the program: parameters, masks, optimizer state, LR."""
+    return {name: tuple(v.shape) for name, v in persistable_handles(program).items()}
+
+
+FEED_NAME = "sparsity_selection_feed"
+
+
+class StaticBinding:
+    """The pruner's view of a static Program and Scope: parameters, mask variables, and programs of its own
+    that compute masks or apply them (each built once, then run by an Executor when needed)."""
+
+    def __init__(self, program, scope=None, place=None, startup_program=None):
+        from . import selection
+
+        self.program = program
+        self.startup_program = startup_program or paddle.static.default_startup_program()
+        self.scope = scope or paddle.static.global_scope()
+        self.place = place or default_place()
+        self.model_params = selection.model_params(program)
+        self.norm_names = normalization_inputs(program)
+        self.structural_names = {}
+        self._executor = paddle.static.Executor(self.place)
+        self._programs = {}
+        self._masking_attached = False
+        self.masks, self.pruned = {}, []
+
+    def create_masks(self, pruned):
+        """A mask beside every model parameter, as PaddleSlim makes them; only the pruned ones are ever applied."""
+        existing = persistable_handles(self.program)
+        for p in self.model_params:
+            name = mask_name(p.name)
+            self.masks[p.name] = (
+                Param(name, tuple(p.shape), existing[name], trainable=False) if name in existing else create_mask(p, self.program, self.startup_program)
+            )
+        self.pruned = list(pruned)
+        if all(is_initialized(self.scope, p.name) for p in self.model_params):  # the startup program already ran
+            self.ensure_initialized()
+        self.attach_masking()
+        return self.masks
+
+    @property
+    def no_grad_set(self):
+        """What optimizer.minimize(no_grad_set=...) accepts: Values under PIR, names under the legacy IR."""
+        return {m.handle if pir_enabled() else m.name for m in self.masks.values()}
+
+    def ensure_initialized(self):
+        """Masks the startup program has not set (the pruner came after it ran) start as ones."""
+        for m in self.masks.values():
+            if not is_initialized(self.scope, m.name):
+                write(self.scope, m.name, np.ones(m.shape, "float32"), self.place)
+
+    def attach_masking(self):
+        """Append the in-graph masking once the program has its optimizer ops; True when just attached."""
+        if self._masking_attached or not updates_parameters(self.program, [p.name for p in self.pruned]):
+            return False
+        append_masking([(p, self.masks[p.name]) for p in self.pruned], self.program, self.startup_program)
+        self._masking_attached = True
+        return True
+
+    def run(self, key, build, feed=None, feed_dtype=None):
+        """Run `build(weights, masks, feed)` (Paddle ops over the pruned weights and their masks) as a
+        program of its own, built on first use; returns its outputs (1-element tensors) as floats."""
+        self.ensure_initialized()
+        if key not in self._programs:
+            program, scratch = paddle.static.Program(), paddle.static.Program()
+            with paddle.static.program_guard(program, scratch):
+                weights = [reference(p) for p in self.pruned]
+                masks = [reference(self.masks[p.name]) for p in self.pruned]
+                feed_var = None if feed is None else paddle.static.data(FEED_NAME, [len(feed)], feed_dtype)
+                outputs = build(weights, masks, feed_var)
+            self._programs[key] = (program, outputs)
+        program, outputs = self._programs[key]
+        fetched = self._executor.run(program, feed={} if feed is None else {FEED_NAME: feed}, fetch_list=outputs, scope=self.scope)
+        return [float(np.asarray(t).reshape(-1)[0]) for t in fetched]
+
+    def after_step(self, apply_masks):
+        """The training program masks the weights itself; on the step that attaches that masking, apply the masks now."""
+        if self.attach_masking():
+            apply_masks()
+
+    def read(self, name):
+        return read(self.scope, name)

@@ -23,7 +23,7 @@ class Artefact:
     spec: dict
     predict: object
     weights: dict  # {variable name: array}: the model's parameters as the artefact holds them
-    pruned: set  # variable names of the pruned tensors
+    targets: dict  # {variable name: target ratio (None: unknown)} of the pruned tensors
     layers: dict  # {variable name: structural name}
 
 
@@ -49,24 +49,24 @@ def open_artefact(path, overrides, place):
         raise CheckpointError(f"{path}: no {weights.EXPORT_MANIFEST} beside it; evaluate.py reads models written by export.py")
     spec = resolve_spec(manifest["spec"], overrides)
     layers = {var: key for key, var in manifest["structure"].items()}
-    pruned = {manifest["structure"][key] for key in manifest["pruned"]}
+    targets = {manifest["structure"][key]: target for key, target in manifest["targets"].items()}
     if kind == "onnx":
         predict, held = runtimes.onnx_runtime(path, place), runtimes.onnx_weights(path)
     else:
         predict, held = runtimes.paddle_inference(folder, place), runtimes.inference_weights(folder, place)
-    return Artefact(kind, path, spec, predict, {var: held[var] for var in layers if var in held}, pruned, layers)
+    return Artefact(kind, path, spec, predict, {var: held[var] for var in layers if var in held}, targets, layers)
 
 
 def _open_weights(source, overrides, place):
     spec = resolve_spec(source.spec, overrides)
     graph, exe, scope = load_test_graph(source, spec, place)
     held = {var: static.read(scope, var) for var in graph.structure.values()}
-    if source.pruned:
-        pruned = {graph.structure[key] for key in source.pruned}
+    if source.targets:
+        targets = {graph.structure[key]: target for key, target in source.targets.items()}
     else:  # a dense run or a plain state dict: report the set a pruner would prune by default
-        pruned = {p.name for p in selection.prunable_params(graph.test)}
+        targets = dict.fromkeys(p.name for p in selection.prunable_params(graph.test))
     predict = loop.program_predictor(exe, graph.test, graph.logits, scope)
-    return Artefact(source.kind, source.path, spec, predict, held, pruned, {var: key for key, var in graph.structure.items()})
+    return Artefact(source.kind, source.path, spec, predict, held, targets, {var: key for key, var in graph.structure.items()})
 
 
 def load_test_graph(source, spec, place):

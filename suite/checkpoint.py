@@ -218,6 +218,7 @@ DEFINING_FLAGS = (
     "lr", "lr_strategy", "step_epochs", "l2_decay", "momentum_rate",
     "pruning_strategy", "pruning_mode", "ratio", "threshold", "sparse_block", "nm_pattern", "prune_params_type",
     "local_sparsity", "stable_epochs", "pruning_epochs", "tunning_epochs", "pruning_steps", "initial_ratio",
+    "granularity", "block_per_position", "channel_dim", "channel_norm", "ratios",
 )
 
 

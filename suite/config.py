@@ -5,7 +5,8 @@ import os
 import paddle
 
 import models
-from sparsity import static
+from sparsity import checks, rules, selection, static
+from sparsity.pruner import check_rule
 from suite.data import DATASETS
 from suite.errors import ConfigError
 
@@ -47,24 +48,50 @@ def _require(condition, message):
         raise ConfigError(message)
 
 
+def _library(check, *args, **kwargs):
+    """A sparsity-library check (its message already names the flag), its ValueError as a ConfigError."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def pruning_rule(cfg):
+    """(mode, rule) the pruning flags ask for. Without --granularity, PaddleSlim's flags alone decide
+    (--pruning_mode nm: N:M; --sparse_block m n: m x n blocks; else single weights)."""
+    block = _library(checks.block, cfg.sparse_block, "--sparse_block")
+    pattern = _library(checks.nm_pattern, cfg.nm_pattern, "--nm_pattern")
+    granularity = cfg.granularity or ("nm" if cfg.pruning_mode == "nm" else "block" if block != (1, 1) else "element")
+    _require(
+        block == (1, 1) or granularity == "block",
+        f"--sparse_block {block[0]} {block[1]} prunes blocks; it does not go with "
+        + ("--pruning_mode nm, which keeps n of every m single weights: leave --sparse_block at 1 1" if granularity == "nm" else f"--granularity {granularity}"),
+    )
+    _require(cfg.pruning_mode != "nm" or granularity == "nm", f"--pruning_mode nm keeps n of every m weights; it does not go with --granularity {granularity}")
+    options = {
+        "element": {},
+        "block": {"m": block[0], "n": block[1], "per_position": cfg.block_per_position},
+        "nm": {"n": pattern[0], "m": pattern[1]},
+        "channel": {"dim": cfg.channel_dim, "norm": cfg.channel_norm},
+        "random": {"seed": cfg.seed},
+    }[granularity]
+    mode = "nm" if granularity == "nm" else cfg.pruning_mode
+    _require(granularity != "block" or block != (1, 1), "--granularity block needs --sparse_block m n with m x n > 1, e.g. --sparse_block 2 1")
+    rule = _library(rules.create, granularity, **options)
+    _library(check_rule, rule, mode)
+    return mode, rule
+
+
 def validate(cfg):
     """Check the training flags against each other; raises ConfigError."""
     _require(cfg.data in DATASETS, f"--data {cfg.data!r} is not a known dataset; choose one of {', '.join(sorted(DATASETS))}")
     _require(cfg.model in models.names(), f"--model {cfg.model!r} is not a known model; choose one of {', '.join(models.names())}")
-    _require(0.0 <= cfg.ratio < 1.0, f"--ratio {cfg.ratio} is outside [0, 1); pass the fraction of weights to prune, e.g. 0.75")
-    _require(cfg.threshold >= 0, f"--threshold {cfg.threshold} is negative; pass a magnitude >= 0")
-    _require(
-        len(cfg.sparse_block) == 2 and all(b >= 1 for b in cfg.sparse_block),
-        f"--sparse_block {' '.join(map(str, cfg.sparse_block))} must be two positive integers, e.g. --sparse_block 2 1",
-    )
-    _require(
-        len(cfg.nm_pattern) == 2 and 1 <= cfg.nm_pattern[0] < cfg.nm_pattern[1],
-        f"--nm_pattern {' '.join(map(str, cfg.nm_pattern))} must be two integers n m with 1 <= n < m, e.g. --nm_pattern 2 4",
-    )
-    _require(
-        cfg.pruning_mode != "nm" or cfg.sparse_block == [1, 1],
-        "--pruning_mode nm keeps n of every m single weights; leave --sparse_block at 1 1",
-    )
+    cfg.model = models.spec(cfg.model).name  # aliases (MobileNet) resume runs saved under the name (mobilenet_v1)
+    _library(checks.ratio, cfg.ratio, "--ratio")
+    _library(checks.threshold, cfg.threshold, "--threshold")
+    _library(checks.local_sparsity_mode, cfg.local_sparsity, cfg.pruning_mode, "--local_sparsity", "--pruning_mode")
+    cfg.ratios = _library(selection.read_ratios_file, cfg.sparsity_config) if cfg.sparsity_config else None
+    mode, _ = pruning_rule(cfg)
     _require(cfg.batch_size >= 1, f"--batch_size {cfg.batch_size} must be >= 1")
     _require(cfg.batch_size_for_validation >= 1, f"--batch_size_for_validation {cfg.batch_size_for_validation} must be >= 1")
     _require(
@@ -79,7 +106,7 @@ def validate(cfg):
     _require(cfg.log_period >= 1 and cfg.test_period >= 1 and cfg.model_period >= 1, "--log_period, --test_period and --model_period must be >= 1")
     _require(cfg.keep_checkpoints >= 0, f"--keep_checkpoints {cfg.keep_checkpoints} must be >= 0 (0 keeps all)")
     if cfg.pruning_strategy == "gmp":
-        _require(cfg.pruning_mode == "ratio", f"--pruning_mode {cfg.pruning_mode} cannot be used with --pruning_strategy gmp; GMP ramps a ratio: use --pruning_mode ratio")
+        _require(mode == "ratio", f"--pruning_mode {mode} cannot be used with --pruning_strategy gmp; GMP ramps a ratio: use --pruning_mode ratio")
         for name in ("stable_epochs", "pruning_epochs", "tunning_epochs"):
             _require(getattr(cfg, name) >= 0, f"--{name} {getattr(cfg, name)} must be >= 0")
         _require(cfg.pruning_steps >= 1, f"--pruning_steps {cfg.pruning_steps} must be >= 1")

@@ -42,10 +42,10 @@ def check_output(output):
         raise ConfigError(f"--output {output} already exists and is not empty; pass a new folder (exports never overwrite)")
 
 
-def export(graph, exe, scope, spec, formats, output, source_path, pruned):
+def export(graph, exe, scope, spec, formats, output, source_path, targets):
     """Write the chosen formats of the weights now in `scope` (loaded into `graph`, a program.TestGraph) to OUTPUT.
 
-    `pruned` lists the structural names of the pruned tensors. Returns the manifest (files, sizes, checks).
+    `targets` maps the pruned tensors' structural names to their target ratios. Returns the manifest (files, sizes, checks).
     """
     check_output(output)
     if "onnx" in formats:
@@ -56,7 +56,7 @@ def export(graph, exe, scope, spec, formats, output, source_path, pruned):
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     try:
-        manifest = _write_all(graph, exe, scope, spec, formats, staging, source_path, pruned)
+        manifest = _write_all(graph, exe, scope, spec, formats, staging, source_path, targets)
         if os.path.isdir(output):
             os.rmdir(output)  # empty (check_output), so nothing is lost
         os.rename(staging, output)
@@ -67,7 +67,7 @@ def export(graph, exe, scope, spec, formats, output, source_path, pruned):
     return manifest
 
 
-def _write_all(graph, exe, scope, spec, formats, folder, source_path, pruned):
+def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets):
     rng = np.random.default_rng(0)
     sample = rng.standard_normal((SAMPLE_BATCH, spec["in_channels"], spec["image_size"], spec["image_size"])).astype("float32")
     (expected,) = exe.run(graph.test, feed={"image": sample}, fetch_list=[graph.logits], scope=scope)
@@ -90,7 +90,7 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, pruned):
         del checks["paddle"]
     if "sparse" in formats:
         path = os.path.join(folder, SPARSE_FILE)
-        sparse_file.write(path, tensors, metadata={"spec": spec, "pruned": list(pruned)})
+        sparse_file.write(path, tensors, metadata={"spec": spec, "targets": dict(targets)})
         checks["sparse"] = _check_round_trip(path, sparse_file.read(path)[0], tensors)
     if "state_dict" in formats:
         path = os.path.join(folder, STATE_DICT_FILE)
@@ -106,7 +106,7 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, pruned):
         "dense_float32_bytes": int(dense_bytes),
         "files": {name: os.path.getsize(os.path.join(folder, name)) for name in sorted(os.listdir(folder))},
         "checks": checks,
-        "pruned": list(pruned),
+        "targets": dict(targets),
         "structure": graph.structure,
     }
     with open(os.path.join(folder, MANIFEST), "w") as f:

@@ -7,7 +7,8 @@ from paddle.utils import unique_name
 import models
 from sparsity import GMPUnstructuredPruner, UnstructuredPruner
 from sparsity.ops import pir_enabled
-from suite import distributed
+from suite import config, distributed
+from suite.errors import ConfigError
 
 
 @dataclass
@@ -93,19 +94,29 @@ def gmp_configs(cfg, steps_per_epoch, resume_iteration=0):
     }
 
 
-def make_pruner(cfg, program, startup, place, steps_per_epoch):
-    """The pruner the flags ask for, or None for --pruning_strategy none (dense training)."""
+def make_pruner(cfg, program, startup, place, steps_per_epoch, structure):
+    """The pruner the flags ask for, or None for --pruning_strategy none (dense training).
+
+    `structure` ({structural name: variable name}) lets --sparsity_config name layers as the model does.
+    """
+    mode, rule = config.pruning_rule(cfg)
     common = dict(
         place=place,
         prune_params_type=cfg.prune_params_type,
         local_sparsity=cfg.local_sparsity,
-        sparse_block=cfg.sparse_block,
         startup_program=startup,
+        rule=rule,
+        ratios=cfg.ratios,
+        structural_names={var: key for key, var in structure.items()},
     )
-    if cfg.pruning_strategy == "gmp":
-        return GMPUnstructuredPruner(program, ratio=cfg.ratio, configs=gmp_configs(cfg, steps_per_epoch), **common)
-    if cfg.pruning_strategy == "base":
-        return UnstructuredPruner(program, cfg.pruning_mode, ratio=cfg.ratio, threshold=cfg.threshold, nm_pattern=cfg.nm_pattern, **common)
+    try:
+        if cfg.pruning_strategy == "gmp":
+            return GMPUnstructuredPruner(program, ratio=cfg.ratio, configs=gmp_configs(cfg, steps_per_epoch), **common)
+        if cfg.pruning_strategy == "base":
+            return UnstructuredPruner(program, mode, ratio=cfg.ratio, threshold=cfg.threshold, **common)
+    except ValueError as exc:  # the pruner refusing the model's layers with these flags or this --sparsity_config
+        where = f" (--sparsity_config {cfg.sparsity_config})" if cfg.sparsity_config else ""
+        raise ConfigError(f"--model {cfg.model}{where}: {exc}") from exc
     return None
 
 
@@ -126,5 +137,5 @@ def build(cfg, in_channels, num_classes, steps_per_epoch, place, nranks=1):
         )
         distributed.minimize(optimizer, loss, nranks)
         # built after the optimizer ops exist, so its masking lands right after them from the first run
-        pruner = make_pruner(cfg, main, startup, place, steps_per_epoch)
+        pruner = make_pruner(cfg, main, startup, place, steps_per_epoch, net.structure)
     return Graph(main, startup, test, loss, net.logits, test_logits, lr, pruner, net.structure)

@@ -20,13 +20,13 @@ EXPORT_MANIFEST = "export.json"  # written by export.py beside its artefacts: th
 @dataclass
 class Source:
     """Weights read from PATH: {structural name: array}, the model they were saved from (if recorded), and
-    the structural names of the tensors that were pruned (masked) when it was saved."""
+    {structural name: target ratio} of the tensors that were pruned when it was saved."""
 
     path: str
     kind: str  # "checkpoint", "state_dict" or "sparse"
     arrays: dict
     spec: dict = field(default_factory=dict)
-    pruned: list = field(default_factory=list)
+    targets: dict = field(default_factory=dict)
 
 
 def kind_of(path):
@@ -53,26 +53,26 @@ def read(path):
         state = checkpoint.verify(folder)
         values = checkpoint.read_persistables(folder)
         structure = state["structure"]  # structural name -> variable name
-        pruned = set(state.get("pruned", []))
         arrays = {key: values[var] for key, var in structure.items() if var in values}
-        return Source(folder, kind, arrays, checkpoint.model_spec(state), [key for key, var in structure.items() if var in pruned])
+        targets = {key: state["targets"][var] for key, var in structure.items() if var in state["targets"]}
+        return Source(folder, kind, arrays, checkpoint.model_spec(state), targets)
     if kind == "sparse":
         arrays, metadata = sparse_file.read(path)
-        return Source(path, kind, arrays, metadata.get("spec", {}), metadata.get("pruned", []))
-    manifest = export_manifest(os.path.dirname(path)) or {"spec": {}, "pruned": []}  # a state dict of export.py's
-    return Source(path, kind, read_state_dict(path), manifest["spec"], manifest["pruned"])
+        return Source(path, kind, arrays, metadata.get("spec", {}), metadata.get("targets", {}))
+    manifest = export_manifest(os.path.dirname(path)) or {"spec": {}, "targets": {}}  # a state dict of export.py's
+    return Source(path, kind, read_state_dict(path), manifest["spec"], manifest["targets"])
 
 
 def export_manifest(folder):
-    """The export.json in FOLDER ({spec, pruned, structure, ...}), or None when there is none."""
+    """The export.json in FOLDER ({spec, targets, structure, ...}), or None when there is none."""
     path = os.path.join(folder, EXPORT_MANIFEST)
     if not os.path.isfile(path):
         return None
     try:
         with open(path) as f:
             manifest = json.load(f)
-        if not all(isinstance(manifest.get(key), kind) for key, kind in (("spec", dict), ("pruned", list), ("structure", dict))):
-            raise ValueError("spec, pruned or structure missing")
+        if not all(isinstance(manifest.get(key), dict) for key in ("spec", "targets", "structure")):
+            raise ValueError("spec, targets or structure missing")
         return manifest
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is unreadable ({exc}); export the model again") from exc

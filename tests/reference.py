@@ -1,47 +1,103 @@
-"""Plain NumPy reference of the mask math, to check the Paddle ops against."""
+"""Plain NumPy reference of the mask rules and selections, to check the Paddle ops against.
+
+Written from the documented semantics, loop by loop, without the library's vectorised tricks.
+"""
 import math
 
 import numpy as np
 
+PRIME = (1 << 31) - 1
 
-def block_scores(w, block):
-    m, n = block
-    if (m, n) == (1, 1):
-        return np.abs(w)
+
+def element(w):
+    return np.abs(w).astype("float64"), np.ones(w.shape, "int64"), lambda keep: keep
+
+
+def block(w, m, n, per_position=False):
+    """Scores of m x n blocks of dims 0, 1 (whole slabs over the kernel unless per_position), sizes, expand."""
     d0, d1 = w.shape[:2]
-    rest = w.reshape(d0, d1, -1)
-    scores = np.zeros((math.ceil(d0 / m), math.ceil(d1 / n), rest.shape[2]), "float64")
-    for i in range(scores.shape[0]):
-        for j in range(scores.shape[1]):
-            scores[i, j] = np.abs(rest[i * m : (i + 1) * m, j * n : (j + 1) * n]).mean(axis=(0, 1))
-    return scores.astype("float32")
+    flat = np.abs(w).reshape(d0, d1, -1)
+    rest = flat.shape[2]
+    g0, g1 = math.ceil(d0 / m), math.ceil(d1 / n)
+    depth = rest if per_position else 1
+    scores, sizes = np.zeros((g0, g1, depth)), np.zeros((g0, g1, depth), "int64")
+    for i in range(g0):
+        for j in range(g1):
+            cell = flat[i * m : (i + 1) * m, j * n : (j + 1) * n]
+            if per_position:
+                scores[i, j] = cell.mean(axis=(0, 1))
+                sizes[i, j] = cell.shape[0] * cell.shape[1]
+            else:
+                scores[i, j] = cell.mean()
+                sizes[i, j] = cell.size
+
+    def expand(keep):
+        full = np.zeros(flat.shape)
+        for i in range(g0):
+            for j in range(g1):
+                full[i * m : (i + 1) * m, j * n : (j + 1) * n] = keep[i, j]
+        return full.reshape(w.shape)
+
+    return scores, sizes, expand
 
 
-def expand(keep, shape, block):
-    m, n = block
-    if (m, n) == (1, 1):
-        return keep
-    full = np.repeat(np.repeat(keep, m, axis=0), n, axis=1)[: shape[0], : shape[1]]
-    return full.reshape(shape)
+def channel(w, dim, p):
+    """Size-normalised Ln norm of each slice along `dim`: (mean |w|^p)^(1/p), or max |w| for p = inf."""
+    slices = np.moveaxis(np.abs(w).astype("float64"), dim, 0).reshape(w.shape[dim], -1)
+    scores = slices.max(axis=1) if math.isinf(p) else (slices**p).mean(axis=1) ** (1 / p)
+    sizes = np.full(w.shape[dim], slices.shape[1], "int64")
+
+    def expand(keep):
+        shape = [1] * w.ndim
+        shape[dim] = w.shape[dim]
+        return np.broadcast_to(keep.reshape(shape), w.shape).astype("float64")
+
+    return scores, sizes, expand
 
 
-def threshold_for(scores, ratio):
-    """Scores <= the returned value are pruned: the k-th smallest, k = round(ratio * count)."""
-    k = int(math.floor(ratio * scores.size + 0.5))
-    return -1.0 if k == 0 else np.sort(scores.ravel())[k - 1]
+def random_hash(indices, seed):
+    """The documented hash: two rounds of x -> (a x + c + seed) mod p, then x -> x^5 mod p."""
+    out = []
+    for i in indices:
+        x = int(i)
+        for a, c in ((1103515245, 12345), (2147480837, 40503)):
+            x = (x * a + (c + seed) % PRIME) % PRIME
+            x = pow(x, 5, PRIME)
+        out.append(x)
+    return np.array(out, "float64")
 
 
-def ratio_masks(weights, ratio, block=(1, 1), local=False):
-    scores = [block_scores(w, block) for w in weights]
+def random(w, seed, offset):
+    scores = random_hash(range(offset, offset + w.size), seed).reshape(w.shape)
+    return scores, np.ones(w.shape, "int64"), lambda keep: keep
+
+
+def threshold_for(scores, sizes, ratio):
+    """Smallest score whose lower-or-equal units weigh >= round(ratio * weights); -1 when nothing is pruned."""
+    k = int(math.floor(ratio * sizes.sum() + 0.5))
+    if k == 0:
+        return -1.0
+    order = np.argsort(scores, kind="stable")
+    reached = np.cumsum(sizes[order])
+    return scores[order][np.searchsorted(reached, k)]
+
+
+def ratio_masks(weights, unit, ratio, local=False):
+    """Masks of `weights` under `unit(w, offset) -> (scores, sizes, expand)` with one global or per-weight threshold."""
+    units, offset = [], 0
+    for w in weights:
+        units.append(unit(w, offset))
+        offset += w.size
     if local:
-        thresholds = [threshold_for(s, ratio) for s in scores]
+        thresholds = [threshold_for(s.ravel(), z.ravel(), ratio) for s, z, _ in units]
     else:
-        thresholds = [threshold_for(np.concatenate([s.ravel() for s in scores]), ratio)] * len(scores)
-    return [expand((s > t).astype("float32"), w.shape, block) for w, s, t in zip(weights, scores, thresholds)]
+        flat = np.concatenate([s.ravel() for s, _, _ in units])
+        thresholds = [threshold_for(flat, np.concatenate([z.ravel() for _, z, _ in units]), ratio)] * len(units)
+    return [expand((s > t).astype("float64")).astype("float32") for (s, _, expand), t in zip(units, thresholds)]
 
 
-def threshold_masks(weights, threshold, block=(1, 1)):
-    return [expand((block_scores(w, block) >= threshold).astype("float32"), w.shape, block) for w in weights]
+def threshold_masks(weights, unit, threshold):
+    return [expand((s >= threshold).astype("float64")).astype("float32") for s, _, expand in (unit(w, 0) for w in weights)]
 
 
 def nm_masks(weights, n, m):
@@ -59,3 +115,14 @@ def nm_masks(weights, n, m):
                 keep[index + (start + top,)] = 1.0
         out.append(np.moveaxis(keep, -1, axis))
     return out
+
+
+UNITS = {
+    "element": lambda w, offset: element(w),
+    "block2x1": lambda w, offset: block(w, 2, 1),
+    "block2x3_per_position": lambda w, offset: block(w, 2, 3, per_position=True),
+    "channel0_l2": lambda w, offset: channel(w, 0, 2.0),
+    "channel1_l1": lambda w, offset: channel(w, 1, 1.0),
+    "channel0_inf": lambda w, offset: channel(w, 0, math.inf),
+    "random7": lambda w, offset: random(w, 7, offset),
+}

@@ -84,7 +84,7 @@ def test_sparse_file_and_state_dict_restore_the_exact_weights(exported):
         assert copy.keys() == trained.keys()
         for key in trained:
             assert copy[key].dtype == trained[key].dtype and copy[key].tobytes() == trained[key].tobytes(), key
-    assert metadata["spec"]["model"] == "LeNet" and len(metadata["pruned"]) == 5
+    assert metadata["spec"]["model"] == "lenet" and len(metadata["targets"]) == 5
     # the state dict loads into the dygraph model as a zoo file would
     import models
 

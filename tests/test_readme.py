@@ -1,18 +1,45 @@
-"""The README's pruner example runs as written and prints what it says."""
+"""The pruner API section's examples run as written and print what their comments say."""
+import ast
 import os
 import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.scripts import ROOT
 
+API_SECTION = os.path.join(ROOT, "sparsity", "README_API.md")
 
-def test_readme_pruner_example_runs():
-    text = open(os.path.join(ROOT, "README.md")).read()
-    (code,) = [block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "GMPUnstructuredPruner" in block]
+
+def examples():
+    return re.findall(r"```python\n(.*?)```", open(API_SECTION).read(), re.DOTALL)
+
+
+def run_example(code):
     result = subprocess.run([sys.executable, "-c", "import suite\n" + code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert float(lines[0]) == 0.75
-    assert 0.7 < float(lines[1]) < 0.75
-    assert len(eval(lines[2])) == 2  # noqa: S307 - our own printed dict
+    return result.stdout.strip().splitlines()
+
+
+def test_every_example_is_checked():
+    assert len(examples()) == 4
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_example_prints_what_it_says(index):
+    code = examples()[index]
+    lines = run_example(code)
+    if index == 0:  # static GMP
+        assert float(lines[0]) == 0.75 and float(lines[1]) == 0.75
+        assert 0.7 < float(lines[2]) < 0.75
+        assert len(ast.literal_eval(lines[3])) == 2
+    elif index == 1:  # channel rule
+        assert ast.literal_eval(lines[0]) == [0.0, 1.0] and float(lines[1]) == 0.5
+    elif index == 2:  # per-layer config file
+        assert ast.literal_eval(lines[0]) == {"linear_0.w_0": 0.9, "linear_2.w_0": 0.5}
+        layers = ast.literal_eval(lines[1])
+        assert layers["linear_0.w_0"] == pytest.approx(0.9, abs=1 / 4096) and layers["linear_2.w_0"] == pytest.approx(0.5, abs=1 / 640)
+    else:  # dygraph with Model.fit
+        assert lines[0] == "0.8 0.8"
+        assert ast.literal_eval(lines[1]) == ["1.weight_mask", "3.weight_mask"]

@@ -146,15 +146,19 @@ def corrupt(folder, how):
 
 
 BAD_INPUTS = [
-    (["--ratio", "1.5"], "--ratio 1.5 is outside [0, 1)"),
-    (["--pruning_strategy", "base", "--pruning_mode", "threshold", "--threshold", "-1"], "--threshold -1.0 is negative"),
-    (["--sparse_block", "2", "0"], "--sparse_block 2 0 must be two positive integers"),
-    (["--sparse_block", "2"], "--sparse_block 2 must be two positive integers"),
+    (["--ratio", "1.5"], "--ratio must be a number in [0, 1), got 1.5"),
+    (["--pruning_strategy", "base", "--pruning_mode", "threshold", "--threshold", "-1"], "--threshold must be a number >= 0, got -1.0"),
+    (["--pruning_strategy", "base", "--pruning_mode", "threshold", "--local_sparsity", "1"], "--local_sparsity"),
+    (["--sparse_block", "2", "0"], "--sparse_block must be two positive integers [m, n] such as [1, 1] or [2, 1], got [2, 0]"),
+    (["--sparse_block", "2"], "--sparse_block must be two positive integers [m, n]"),
+    (["--granularity", "channel", "--sparse_block", "2", "1"], "--sparse_block 2 1 prunes blocks; it does not go with --granularity channel"),
+    (["--pruning_strategy", "base", "--granularity", "random", "--pruning_mode", "threshold"], "scores are not magnitudes"),
+    (["--sparsity_config", "{missing}"], "missing"),
     (["--pruning_steps", "0"], "--pruning_steps 0 must be >= 1"),
     (["--pruning_steps", "500"], "--pruning_steps 500 exceeds the 100 iterations of --pruning_epochs 2"),
     (["--pruning_mode", "threshold"], "--pruning_mode threshold cannot be used with --pruning_strategy gmp"),
     (["--stable_epochs", "-1"], "--stable_epochs -1 must be >= 0"),
-    (["--pruning_strategy", "base", "--pruning_mode", "nm", "--nm_pattern", "4", "4"], "--nm_pattern 4 4 must be two integers n m with 1 <= n < m"),
+    (["--pruning_strategy", "base", "--pruning_mode", "nm", "--nm_pattern", "4", "4"], "--nm_pattern must be two integers [n, m] with 1 <= n < m (keep n of every m), such as [2, 4]; got [4, 4]"),
     (["--pruning_strategy", "base", "--pruning_mode", "nm", "--sparse_block", "2", "1"], "leave --sparse_block at 1 1"),
     (["--pruning_mode", "nm"], "--pruning_mode nm cannot be used with --pruning_strategy gmp"),
     (["--initial_ratio", "0.9"], "--initial_ratio 0.9 must be in [0, --ratio 0.75]"),
@@ -166,7 +170,7 @@ BAD_INPUTS = [
     (["--checkpoint", "{missing}"], "is not a folder"),
     (["--model_path", "{file}"], "exists and is not a folder"),
     (["--use_gpu", "True"], "--use_gpu True but this Paddle has no CUDA device"),
-    (["--checkpoint", "{ckpt}", "--model", "MLP"], "is for --model LeNet, this run has --model MLP"),
+    (["--checkpoint", "{ckpt}", "--model", "MLP"], "is for --model lenet, this run has --model mlp"),
     (["--checkpoint", "{ckpt}", "--last_epoch", "0"], "--last_epoch 0 but"),
     (["--checkpoint", "{truncated}"], "manifest says"),
     (["--checkpoint", "{flipped}"], "fails its SHA-256 check"),
@@ -256,7 +260,7 @@ def test_imagenet_bad_sample_is_named_or_skipped_and_counted(tmp_path):
 def test_resume_state_records_what_it_needs(reference):
     state = json.load(open(reference / "epoch_2" / "state.json"))
     assert state["pruner"]["iteration"] == 150 and state["pruner"]["mask_ratio"] == pytest.approx(0.75)
-    assert state["lr"]["last_epoch"] == 150 and state["flags"]["model"] == "LeNet"
+    assert state["lr"]["last_epoch"] == 150 and state["flags"]["model"] == "lenet"
     assert state["ir"] == ("pir" if pir_enabled() else "legacy")
 
 
