@@ -17,6 +17,7 @@ import numpy as np
 import paddle
 
 from . import ops
+from .schedule import ConstantSchedule
 
 HISTOGRAM_BINS = 1 << 16
 
@@ -155,3 +156,15 @@ def compute_masks(rule, selection, weights, masks, feed):
         paddle.assign(mask, output=m)
         paddle.assign(ops.masked(w, mask), output=w)
     return thresholds
+
+
+def prune_once(weight, rule, ratio):
+    """`weight` (a NumPy array) pruned alone by `rule` to `ratio` of its weights (N:M: its own pattern), as a
+    NumPy array: the same rules and selection as the pruners, run eagerly (also from inside static mode)."""
+    rule.check(weight.shape)
+    selection = ByPattern(rule) if rule.fixed_pattern else ByRatio([Group((0,), ratio, int(weight.size))], ConstantSchedule())
+    with paddle.base.dygraph.guard():
+        w = paddle.to_tensor(weight)
+        feed = selection.feed(0)
+        compute_masks(rule, selection, [w], [paddle.ones_like(w)], None if feed is None else paddle.to_tensor(feed))
+        return w.numpy()

@@ -223,6 +223,18 @@ def load_dataset(name, split, data_dir=None, image_size=None, subset=None, skip_
     return info.loader(data_dir, _split(split), image_size or info.image_size, subset, **options)
 
 
+def held_out(name, data_dir=None, image_size=None, count=1000):
+    """Validation samples to tune on without touching the test set: the last `count` training samples of an
+    array dataset (runs with --train_subset below its size never train on them), else the val split's first."""
+    train = load_dataset(name, "train", data_dir, image_size)
+    if not isinstance(train, ArrayDataset):
+        return load_dataset(name, "val", data_dir, image_size, count)
+    if not 1 <= count <= len(train):
+        raise DataError(f"a held-out set of {count} samples needs 1 to {len(train)} ({name} has {len(train)} training samples)")
+    tail = slice(len(train) - count, len(train))
+    return ArrayDataset(train.images[tail], train.labels[tail], train.mean.reshape(-1), train.std.reshape(-1), train.num_classes)
+
+
 def num_batches(dataset, batch_size, nranks=1, drop_last=True):
     """Number of batches each rank gets from batches(...) with these arguments."""
     per_step = batch_size * nranks

@@ -98,3 +98,38 @@ def weight_histograms(weights, path, title, bins=60, columns=4):
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def sensitivity_curves(points, dense_top1, path, title, proposed=None, columns=4):
+    """One small panel per parameter: top-1 against the ratio it alone was pruned to, the dense top-1 as a
+    dashed line, and the proposed ratio (if any) as a red dotted line; points are sensitivity.Point rows."""
+    plt = _pyplot()
+    if plt is None or not points:
+        return None
+    by_layer = {}
+    for p in points:
+        by_layer.setdefault(p.parameter, []).append(p)
+    rows = math.ceil(len(by_layer) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 2.0 * rows + 0.8), sharex=True, sharey=True, squeeze=False)
+    low = min(min(p.top1 for p in points), dense_top1)
+    for ax, (name, curve) in zip(axes.flat, by_layer.items()):
+        ax.plot([0] + [p.ratio for p in curve], [100 * dense_top1] + [100 * p.top1 for p in curve], "o-", color="tab:blue", markersize=3)
+        ax.axhline(100 * dense_top1, color="gray", linestyle="--", linewidth=1)
+        if proposed and name in proposed:
+            ax.axvline(proposed[name], color="tab:red", linestyle=":", linewidth=1.5)
+        ax.set_title(f"{curve[0].layer or name} ({curve[0].size:,})", fontsize=8)
+        ax.set_ylim(max(0, 100 * low - 5), 100 * dense_top1 + 3)
+        ax.tick_params(labelsize=7, labelbottom=True)
+        ax.set_xlim(-0.03, 1.0)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(by_layer):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("top-1 (%)", fontsize=8)
+    fig.supxlabel("ratio of the layer pruned", fontsize=9)
+    note = "; red dotted: proposed ratio" if proposed else ""
+    fig.suptitle(f"{title}\neach layer pruned alone, no training; dashed: dense top-1{note}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

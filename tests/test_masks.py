@@ -236,3 +236,32 @@ def test_check_messages_take_the_callers_name():
     with pytest.raises(ValueError, match="^--local_sparsity True needs --pruning_mode 'ratio', got --pruning_mode 'threshold'"):
         checks.local_sparsity_mode(1, "threshold", "--local_sparsity", "--pruning_mode")
     assert math.isinf(checks.norm_order(math.inf))
+
+
+@pytest.mark.parametrize(
+    "rule,unit",
+    [
+        (rules.Element(), lambda w, o: reference.element(w)),
+        (rules.Block(2, 1), lambda w, o: reference.block(w, 2, 1)),
+        (rules.Channel(0, 2), lambda w, o: reference.channel(w, 0, 2)),
+        (rules.Random(5), lambda w, o: reference.random(w, 5, o)),
+    ],
+    ids=["element", "block", "channel", "random"],
+)
+def test_prune_once_prunes_one_weight_alone_like_the_reference(rule, unit):
+    """What sensitivity.py does to each layer: that weight alone to a ratio, eagerly, even from static mode."""
+    w = RNG.standard_normal((16, 8, 3, 3)).astype("float32")
+    paddle.enable_static()
+    try:
+        got = masks.prune_once(w, rule, 0.6)
+    finally:
+        paddle.disable_static()
+    (want,) = reference.ratio_masks([w], unit, 0.6)
+    np.testing.assert_array_equal(got, w * want)
+    assert not np.signbit(got[want == 0]).any()  # pruned entries are +0.0
+
+
+def test_prune_once_nm_keeps_its_pattern():
+    w = RNG.standard_normal((8, 16, 3, 3)).astype("float32")
+    (want,) = reference.nm_masks([w], 2, 4)
+    np.testing.assert_array_equal(masks.prune_once(w, rules.NM(2, 4), 0.9), w * want)

@@ -1,0 +1,148 @@
+"""Sensitivity analysis: how much each layer, pruned alone, costs in accuracy; and a per-layer config from it.
+
+    python sensitivity.py --pretrained_model output/dense --output output/sensitivity
+    python sensitivity.py --pretrained_model dense.pdparams --model mobilenet_v1 --scale 0.25 --data fashion_mnist \
+        --output out/sens --granularity block 2 1 --target_sparsity 0.75 --max_drop 0.05
+
+For every prunable parameter and every --ratios value, that parameter alone is pruned one-shot (no
+training) from the given weights, top-1 is measured on held-out samples (the last --val_subset training
+images; not the test set), and the weights are restored. Writes OUTPUT/sensitivity.csv and
+sensitivity.png; with --target_sparsity also OUTPUT/sparsity_config.json for train.py --sparsity_config.
+"""
+import suite  # noqa: F401,I001 - first: prepares the process for Paddle (see suite/__init__.py)
+import csv
+import json
+import os
+import shutil
+import sys
+
+from sparsity import checks, selection, static
+from suite import config, data, loop, plots, sensitivity
+from suite.artefacts import load_test_graph, resolve_spec
+from suite.errors import ConfigError, WriteError, run_cli
+from suite.export import check_output
+from suite import weights as weight_sources
+
+DEFAULT_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+def parse_args(argv=None):
+    p = config.Parser(description="Per-layer sensitivity to pruning, and a per-layer config proposed from it.")
+    add = p.add_argument
+    add("--pretrained_model", required=True, help="checkpoint folder, state-dict .pdparams or .sparse.npz (dense weights, usually)")
+    add("--output", required=True, help="a new folder for sensitivity.csv, sensitivity.png, sparsity_config.json")
+    add("--model", default=None, help="default: the model saved with the weights (needed for a state-dict file)")
+    add("--scale", type=float, default=None)
+    add("--data", default=None, help="default: the dataset saved with the weights")
+    add("--data_dir", default=None)
+    add("--image_size", type=int, default=None)
+    add("--num_classes", type=int, default=None)
+    add("--ratios", type=float, nargs="+", default=DEFAULT_RATIOS, help="ratios each layer is pruned to")
+    add("--granularity", nargs="+", default=["element"], help="element | block M N | nm N M | channel [DIM [NORM]] | random [SEED]")
+    add("--prune_params_type", type=config.optional_name, default=None, choices=[None, "conv1x1_only"])
+    add("--val_subset", type=int, default=1000, help="held-out samples to measure top-1 on")
+    add("--batch_size", type=int, default=256)
+    add("--target_sparsity", type=float, default=None, help="propose per-layer ratios reaching this sparsity of the scanned set")
+    add("--max_drop", type=float, default=0.05, help="with --target_sparsity: no layer's own top-1 drop above this (0.05 = 5 points)")
+    add("--use_gpu", type=config.str2bool, default=None)
+    return p.parse_args(argv)
+
+
+def check_flags(cfg):
+    """Every flag checked before any work; returns the rule."""
+    try:
+        for ratio in cfg.ratios:
+            checks.ratio(ratio, "--ratios")
+        if cfg.target_sparsity is not None:
+            checks.ratio(cfg.target_sparsity, "--target_sparsity")
+        checks.threshold(cfg.max_drop, "--max_drop")
+        rule = sensitivity.parse_granularity(cfg.granularity)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if cfg.ratios != sorted(set(cfg.ratios)):
+        raise ConfigError(f"--ratios {' '.join(map(str, cfg.ratios))} must be ascending and distinct, e.g. 0.1 0.2 ... 0.9")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"--batch_size {cfg.batch_size} must be >= 1")
+    check_output(cfg.output)
+    return rule
+
+
+def main(argv=None):
+    cfg = parse_args(argv)
+    rule = check_flags(cfg)
+    place = config.choose_place(cfg.use_gpu)
+    source = weight_sources.read(cfg.pretrained_model)
+    spec = resolve_spec(source.spec, {k: getattr(cfg, k) for k in ("model", "scale", "image_size", "num_classes", "data", "data_dir")})
+    val = data.held_out(spec["data"], spec["data_dir"], spec["image_size"], cfg.val_subset)
+    graph, exe, scope = load_test_graph(source, spec, place)
+    batches = list(data.batches(val, cfg.batch_size, False, drop_last=False, num_workers=0))
+    predict = loop.program_predictor(exe, graph.test, graph.logits, scope)
+    layers = {var: key for key, var in graph.structure.items()}
+    try:
+        params = selection.prunable_params(graph.test, cfg.prune_params_type)
+        for p in params:
+            rule.check(p.shape)
+    except ValueError as exc:
+        raise ConfigError(f"--granularity {' '.join(cfg.granularity)} on {spec['model']}: {exc}") from exc
+    dense = {p.name: static.read(scope, p.name) for p in params}
+
+    def accuracy(pruned):
+        for name, value in pruned.items():
+            static.write(scope, name, value, place)
+        try:
+            return loop.evaluate(predict, batches)["top1"]
+        finally:
+            for name in pruned:
+                static.write(scope, name, dense[name], place)
+
+    dense_top1 = loop.evaluate(predict, batches)["top1"]
+    print(f"{spec['model']} x{spec['scale']} from {source.path}: dense top-1 {dense_top1:.4f} on {len(val)} held-out samples; "
+          f"{len(params)} parameters x {1 if rule.fixed_pattern else len(cfg.ratios)} ratio(s), {rule!r}", flush=True)
+    points = sensitivity.scan([(p.name, layers.get(p.name, ""), dense[p.name]) for p in params], rule, cfg.ratios, accuracy, dense_top1,
+                              progress=lambda line: print(line, flush=True))
+    proposed = None
+    if cfg.target_sparsity is not None:
+        try:
+            proposed = sensitivity.propose(points, cfg.target_sparsity, cfg.max_drop)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    write_results(cfg, spec, source, points, dense_top1, proposed, layers, {p.name: int(dense[p.name].size) for p in params})
+
+
+def write_results(cfg, spec, source, points, dense_top1, proposed, layers, sizes):
+    """sensitivity.csv, sensitivity.png and (with a proposal) sparsity_config.json, written to a staging folder then renamed."""
+    staging = os.path.join(os.path.dirname(os.path.abspath(cfg.output)), f".tmp-sensitivity-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        os.makedirs(staging)
+        with open(os.path.join(staging, "sensitivity.csv"), "w", newline="") as f:
+            table = csv.writer(f)
+            table.writerow(["parameter", "layer", "size", "ratio", "top1", "drop"])
+            table.writerow(["(dense)", "", sum(sizes.values()), 0.0, f"{dense_top1:.6f}", "0.000000"])
+            for p in points:
+                table.writerow([p.parameter, p.layer, p.size, p.ratio, f"{p.top1:.6f}", f"{p.drop:.6f}"])
+        title = f"{spec['model']} x{spec['scale']} on {spec['data']}, {cfg.granularity[0]} pruning"
+        png = plots.sensitivity_curves(points, dense_top1, os.path.join(staging, "sensitivity.png"), title, proposed)
+        if proposed is not None:
+            config_file = {layers.get(name) or name: round(ratio, 4) for name, ratio in proposed.items()}
+            with open(os.path.join(staging, "sparsity_config.json"), "w") as f:
+                json.dump(config_file, f, indent=1)
+        if os.path.isdir(cfg.output):
+            os.rmdir(cfg.output)  # empty (check_output)
+        os.rename(staging, cfg.output)
+    except OSError as exc:
+        raise WriteError(f"could not write --output {cfg.output} ({exc}); nothing was written there") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"wrote {os.path.join(cfg.output, 'sensitivity.csv')}" + (f", {os.path.join(cfg.output, 'sensitivity.png')}" if png else " (no PNG: matplotlib is not installed)"))
+    if proposed is not None:
+        rounded = {name: round(ratio, 4) for name, ratio in proposed.items()}
+        print(f"proposed per-layer ratios for --target_sparsity {cfg.target_sparsity} (--max_drop {cfg.max_drop}): "
+              f"predicted sparsity of the scanned set {sensitivity.weighted_sparsity(rounded, sizes):.4f}")
+        for name, ratio in sorted(rounded.items(), key=lambda item: -sizes[item[0]]):
+            print(f"  {layers.get(name, name):<40} {sizes[name]:>9} {ratio:.4f}")
+        print(f"train with it: python train.py ... --sparsity_config {os.path.join(cfg.output, 'sparsity_config.json')}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
