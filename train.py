@@ -158,12 +158,12 @@ def train(cfg, run, log):
         f"pruning {cfg.pruning_strategy}" + (f" ({len(pruner.params)} parameters, {pruner.rule!r}, target ratio {cfg.ratio})" if pruner else "")
     )
     model_params = selection.model_params(graph.main)
-    targets = pruner.targets() if pruner else {}
+    targets = pruner.layer_targets() if pruner else {}
     if cfg.ratios:
         layers = {var: key for key, var in graph.structure.items()}
         log.line(f"per-layer targets from --sparsity_config {cfg.sparsity_config} ({len(pruner.skip_params)} parameters left dense):")
         for name, target in targets.items():
-            log.line(f"  {layers.get(name, name):<40} {name:<24} {target:.4f}")
+            log.line(f"  {layers.get(name, name):<40} {name:<24} " + (f"{target:.4f}" if target is not None else f"global threshold at --ratio {cfg.ratio}"))
     run.sparsity_report = lambda: report.summary(paddle.static.global_scope(), model_params, targets)
     for epoch in range(run.start_epoch, cfg.num_epochs):
         # dropout's randomness is a function of (seed, epoch, rank) like the data order, so a resumed run repeats it
@@ -232,7 +232,7 @@ def save_checkpoint(cfg, run, epoch, log):
                 "num_classes": run.num_classes, "data": cfg.data, "data_dir": cfg.data_dir,
             },
             "structure": graph.structure,
-            "targets": graph.pruner.targets() if graph.pruner else {},
+            "targets": graph.pruner.layer_targets() if graph.pruner else {},
             "flags": vars(cfg),
             "lr": graph.lr.state_dict(),
             "pruner": graph.pruner.state_dict() if graph.pruner else None,

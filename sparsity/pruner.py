@@ -113,6 +113,17 @@ class UnstructuredPruner:
         """{parameter name: the ratio it ends at} for every pruned parameter (per-layer config applied)."""
         return dict(self._targets)
 
+    def layer_targets(self):
+        """{parameter name: the sparsity that parameter itself ends at, or None where it has no target of its own:
+        it shares one global threshold with others (its sparsity falls where the ranking puts it) or a threshold
+        decides}. What a per-layer report shows beside each layer's achieved sparsity."""
+        shared = set()
+        if self.mode == "threshold":
+            shared = set(range(len(self.params)))
+        elif self.mode == "ratio":
+            shared = {i for g in self.selection.groups if len(g.members) > 1 for i in g.members}
+        return {p.name: None if i in shared else self._targets[p.name] for i, p in enumerate(self.params)}
+
     def step(self):
         """One iteration done: recompute the masks if they can change, then keep the weights masked."""
         iteration = self.iteration

@@ -27,8 +27,9 @@ SPARSE_FILE = "model" + sparse_file.SUFFIX
 MANIFEST = weights.EXPORT_MANIFEST
 ONNX_OPSET = 13
 SAMPLE_BATCH = 8
-# Paddle Inference and ONNX Runtime may fuse ops (BatchNorm into conv) and so round differently.
-RTOL, ATOL = 1e-4, 1e-5
+# Paddle Inference and ONNX Runtime fuse ops (BatchNorm into conv) and so round differently: logits may
+# differ by this fraction of their largest magnitude (float32 rounding is about 1e-7 of it per op).
+RELATIVE_TOLERANCE = 1e-4
 
 
 def default_formats():
@@ -60,6 +61,8 @@ def export(graph, exe, scope, spec, formats, output, source_path, targets):
         if os.path.isdir(output):
             os.rmdir(output)  # empty (check_output), so nothing is lost
         os.rename(staging, output)
+    except WriteError:
+        raise
     except OSError as exc:
         raise WriteError(f"could not write the export to {output} ({exc}); nothing was written there") from exc
     finally:
@@ -75,19 +78,19 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets):
     checks = {}
     tensors = {key: static.read(scope, var) for key, var in graph.structure.items()}
 
-    # The inference model is also what paddle2onnx converts, so it is written for ONNX too (then removed).
-    paddle.static.save_inference_model(
-        os.path.join(folder, runtimes.INFERENCE_PREFIX), [graph.images], [graph.logits], exe, program=graph.test
-    )
-    checks["paddle"] = _compare("Paddle Inference", runtimes.paddle_inference(folder, place)(sample), expected)
+    if "paddle" in formats or "onnx" in formats:  # paddle2onnx converts the inference model (removed if not asked for)
+        paddle.static.save_inference_model(
+            os.path.join(folder, runtimes.INFERENCE_PREFIX), [graph.images], [graph.logits], exe, program=graph.test
+        )
+        checks["paddle"] = _compare("Paddle Inference", runtimes.paddle_inference(folder, place)(sample), expected)
     if "onnx" in formats:
         onnx_path = os.path.join(folder, ONNX_FILE)
         _convert_to_onnx(folder, onnx_path)
         checks["onnx"] = _compare("ONNX Runtime", runtimes.onnx_runtime(onnx_path, place)(sample), expected)
-    if "paddle" not in formats:
-        for path in runtimes.inference_model_files(folder):
-            os.remove(path)
-        del checks["paddle"]
+        if "paddle" not in formats:
+            for path in runtimes.inference_model_files(folder):
+                os.remove(path)
+            del checks["paddle"]
     if "sparse" in formats:
         path = os.path.join(folder, SPARSE_FILE)
         sparse_file.write(path, tensors, metadata={"spec": spec, "targets": dict(targets)})
@@ -122,9 +125,12 @@ def _check_round_trip(path, restored, tensors):
 
 def _compare(runtime, got, expected):
     """Max abs difference of a runtime's logits from the test program's; an error when they disagree."""
+    if got.shape != expected.shape:
+        raise WriteError(f"{runtime} outputs have shape {list(got.shape)}, the test program's {list(expected.shape)}; the export was not kept")
     diff = float(np.max(np.abs(got - expected)))
-    if got.shape != expected.shape or not np.allclose(got, expected, rtol=RTOL, atol=ATOL) or not (got.argmax(1) == expected.argmax(1)).all():
-        raise WriteError(f"{runtime} outputs differ from the test program's (max abs difference {diff:.3g}); the export was not kept")
+    allowed = RELATIVE_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+    if not diff <= allowed:
+        raise WriteError(f"{runtime} outputs differ from the test program's by up to {diff:.3g} (allowed {allowed:.3g}); the export was not kept")
     return {"max_abs_diff": diff}
 
 

@@ -302,6 +302,20 @@ def test_per_layer_ratios_by_name_glob_and_skip(static_mode):
     assert rows[conv1x1]["target"] == 0.9 and rows[fc]["target"] is None and not rows[fc]["pruned"]
 
 
+def test_layer_targets_only_where_a_layer_has_its_own(static_mode):
+    """A report shows a target beside a layer only when that layer is held to it (local, per-layer, N:M)."""
+    main, _, scope = static_mode
+    net, _, _, _ = make(static_mode, mode="ratio", ratio=0.5)
+    conv, conv1x1, fc = net.conv.weight.name, net.conv1x1.weight.name, net.fc.weight.name
+    shared = UnstructuredPruner(main, "ratio", ratio=0.5, scope=scope)
+    assert shared.layer_targets() == {conv: None, conv1x1: None, fc: None}
+    mixed = UnstructuredPruner(main, "ratio", ratio=0.5, scope=scope, ratios={conv1x1: 0.9})
+    assert mixed.layer_targets() == {conv: None, conv1x1: 0.9, fc: None}
+    local = UnstructuredPruner(main, "ratio", ratio=0.5, scope=scope, local_sparsity=True)
+    assert local.layer_targets() == {conv: 0.5, conv1x1: 0.5, fc: 0.5}
+    assert set(UnstructuredPruner(main, "threshold", scope=scope).layer_targets().values()) == {None}
+
+
 def test_per_layer_ratios_by_structural_name(static_mode):
     main, _, scope = static_mode
     layer, main, startup, _ = static_small_layer()
