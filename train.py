@@ -93,8 +93,10 @@ def setup(cfg):
         raise ConfigError(f"{len(train_set)} training samples make no full batch of --batch_size {cfg.batch_size} on {nranks} card(s); lower --batch_size")
     config.check_gmp_fits(cfg, steps)
     place = config.choose_place(cfg.use_gpu)
-    pretrained = weights.read(cfg.pretrained_model) if cfg.pretrained_model else None
+    pretrained = weights.read(cfg.pretrained_model) if cfg.pretrained_model else None  # checked even when resuming
     folder, state = checkpoint.find_resume_point(cfg, nranks)
+    if folder:
+        pretrained = None  # a resumed run continues from its own weights
     num_classes = max(getattr(s, "num_classes", info.num_classes) for s in (train_set, test_set))
     return SimpleNamespace(
         info=info, train_set=train_set, test_set=test_set, steps=steps, folder=folder, state=state, place=place, num_classes=num_classes, pretrained=pretrained
@@ -114,7 +116,7 @@ def prepare(cfg):
     run.exe = paddle.static.Executor(run.place)
     run.exe.run(run.graph.startup)
     run.start_epoch, run.history, run.curve = 0, [], []
-    if run.pretrained and not run.folder:  # a resumed run continues from its own weights
+    if run.pretrained:
         shapes = {p.name: p.shape for p in selection.model_params(run.graph.main)}
         run.pretrained_match = weights.match(run.pretrained, run.graph.structure, shapes, models.spec(cfg.model).head_prefixes)
         load_into_scope(run.pretrained_match.values, run.place)
@@ -146,7 +148,7 @@ def main(argv=None):
 def train(cfg, run, log):
     """The epochs still to run: train, evaluate on rank 0, checkpoint; then the summary line and plot."""
     graph, team, pruner = run.graph, run.team, run.graph.pruner
-    if run.pretrained and not run.folder:
+    if run.pretrained:
         log.line(run.pretrained_match.describe(run.pretrained))
     if run.folder:
         log.line(f"resumed from {run.folder} (epoch {run.state['epoch']} done, step {run.state['step']})")

@@ -150,6 +150,7 @@ def plot(rows, path):
         ax.annotate(r["model"], (r["weights"], r["host_dense"]), textcoords="offset points", xytext=(4, 6), fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xlim(min(sizes) / 2, max(sizes) * 4)  # room for the model labels
     ax.set_xlabel("prunable weights")
     ax.set_ylabel("milliseconds (median)")
     ax.set_title("Mask recompute cost on this CPU (Paddle 3.3.1)", fontsize=10)
