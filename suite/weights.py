@@ -110,17 +110,22 @@ def match(source, structure, shapes, head_prefixes=()):
     def is_head(key):
         return any(key.startswith(prefix) for prefix in head_prefixes)
 
+    arrays = source.arrays
+    by_variable = {var: key for key, var in structure.items()}
+    if not set(arrays) & set(structure) and set(arrays) & set(by_variable):
+        # a paddle.static.save .pdparams is keyed by variable names: take them where this program has the same ones
+        arrays = {by_variable.get(name, name): value for name, value in arrays.items()}
     values, skipped = {}, []
     for key, var in structure.items():
         want = tuple(shapes[var])
-        if key not in source.arrays:
+        if key not in arrays:
             if is_head(key):
                 skipped.append(key)
                 continue
             raise CheckpointError(
                 f"{source.path} does not match this model: it has no {key} (shape {list(want)}); check --model and --scale"
             )
-        got = tuple(source.arrays[key].shape)
+        got = tuple(arrays[key].shape)
         if got != want:
             if is_head(key):
                 skipped.append(f"{key} {list(got)}->{list(want)}")
@@ -128,8 +133,8 @@ def match(source, structure, shapes, head_prefixes=()):
             raise CheckpointError(
                 f"{source.path} does not match this model: {key} has shape {list(got)}, the model needs {list(want)}; check --model, --scale and --data"
             )
-        values[var] = source.arrays[key]
-    extra = sorted(set(source.arrays) - set(structure))
+        values[var] = arrays[key]
+    extra = sorted(set(arrays) - set(structure))
     if extra:
         shown = ", ".join(extra[:3]) + (" ..." if len(extra) > 3 else "")
         raise CheckpointError(f"{source.path} does not match this model: {len(extra)} tensor(s) it does not have ({shown}); check --model and --scale")

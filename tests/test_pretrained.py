@@ -130,3 +130,23 @@ def test_mismatched_state_dict_stops_train_before_writing(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1 and "does not match this model" in errors[0]
     assert not os.path.exists(tmp_path / "run") and tree_snapshot(tmp_path / "run") == {}
+
+
+def test_static_save_pdparams_keyed_by_variable_names_loads(tmp_path):
+    """A `paddle.static.save` file of the same model (keys: variable names, masks beside) starts a run too."""
+    paddle.enable_static()
+    try:
+        graph = program.build_test("lenet", 1.0, 28, 1, 10)
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        scope = paddle.static.Scope()
+        exe.run(graph.startup, scope=scope)
+        with paddle.static.scope_guard(scope):
+            paddle.static.save(graph.test, str(tmp_path / "static"))
+            saved = {p.name: static.read(scope, p.name) for p in static.parameters(graph.test)}
+        structure, shapes = graph.structure, {p.name: p.shape for p in static.parameters(graph.test)}
+    finally:
+        paddle.disable_static()
+    match = weights.match(weights.read(str(tmp_path / "static.pdparams")), structure, shapes, models.spec("lenet").head_prefixes)
+    assert not match.skipped and match.values.keys() == saved.keys()
+    for name, value in saved.items():
+        np.testing.assert_array_equal(match.values[name], value)
