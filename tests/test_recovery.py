@@ -28,8 +28,8 @@ def reference(tmp_path_factory):
     return path
 
 
-def assert_same_final_state(a, b):
-    x, y = saved_arrays(os.path.join(a, "epoch_2")), saved_arrays(os.path.join(b, "epoch_2"))
+def assert_same_final_state(a, b, epoch=2):
+    x, y = saved_arrays(os.path.join(a, f"epoch_{epoch}")), saved_arrays(os.path.join(b, f"epoch_{epoch}"))
     assert x.keys() == y.keys()
     for name in x:
         np.testing.assert_array_equal(x[name], y[name], err_msg=name)
@@ -270,3 +270,13 @@ def test_nan_loss_from_a_runaway_learning_rate(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "loss is nan at epoch 0" in errors[0] and "lower --lr" in errors[0]
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_resume_with_dropout_equals_uninterrupted_run(tmp_path):
+    """MobileNetV2 has dropout: its masks must come out the same in a resumed epoch as in an uninterrupted one."""
+    args = ["--data", "fashion_mnist", "--model", "mobilenet_v2", "--scale", "0.25", "--train_subset", "640", "--test_subset", "200",
+            "--batch_size", "64", "--lr", "0.05", "--num_workers", "0", "--log_period", "100", "--num_epochs", "2", *GMP[:4],
+            "--pruning_epochs", "1", "--tunning_epochs", "1", "--pruning_steps", "2"]
+    check(run("train.py", *args, "--model_path", tmp_path / "straight"))
+    check(run("train.py", *args, "--checkpoint", tmp_path / "straight" / "epoch_0", "--last_epoch", "0", "--model_path", tmp_path / "resumed"))
+    assert_same_final_state(tmp_path / "straight", tmp_path / "resumed", epoch=1)
