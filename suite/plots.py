@@ -18,6 +18,11 @@ def _pyplot():
     return plt
 
 
+def _below_title(fig, title_inches=0.55):
+    """tight_layout's rect keeping a two-line suptitle clear of the panels' own titles."""
+    return (0, 0, 1, 1 - title_inches / fig.get_figheight())
+
+
 def training_curves(curve, history, path):
     """Loss, accuracy and sparsity against the optimizer step: `curve` rows come from progress lines
     ({step, loss, top1, sparsity}), `history` rows from test evaluations ({epoch, step, top1})."""
@@ -94,7 +99,7 @@ def weight_histograms(weights, path, title, bins=60, columns=4):
     for ax in list(axes.flat)[len(weights):]:
         ax.axis("off")
     fig.suptitle(f"{title}\nnon-zero weights; dashed: the smallest kept |w|", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=_below_title(fig))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
@@ -129,7 +134,7 @@ def sensitivity_curves(points, dense_top1, path, title, proposed=None, columns=4
     fig.supxlabel("ratio of the layer pruned", fontsize=9)
     note = "; red dotted: proposed ratio" if proposed else ""
     fig.suptitle(f"{title}\neach layer pruned alone, no training; dashed: dense top-1{note}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=_below_title(fig))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
