@@ -72,7 +72,7 @@ def write_plots(folder, model, rows):
     """layer_sparsity.png and weight_histograms.png of the model in FOLDER; returns their paths."""
     try:
         os.makedirs(folder, exist_ok=True)
-        title = f"{model.spec['model']} x{model.spec['scale']}: {model.path}"
+        title = f"{model.spec['model']} x{model.spec['scale']}, {model.kind.replace('_', ' ')} {os.path.relpath(model.path)}"
         bars = plots.layer_sparsity(rows, os.path.join(folder, "layer_sparsity.png"), title)
         pruned = {model.layers.get(r["name"]) or r["name"]: model.weights[r["name"]] for r in rows if r["pruned"]}
         histograms = plots.weight_histograms(pruned, os.path.join(folder, "weight_histograms.png"), f"{title}: pruned weights")
