@@ -2,7 +2,7 @@
 # The suite's two commands.
 #   bash run.sh        set up what is missing, train MobileNetV1 x0.25 on Fashion-MNIST with GMP to 75%
 #                      sparsity, evaluate the saved model, export it (Paddle inference model, ONNX, compressed
-#                      sparse file), evaluate what was exported and print a short report (about 17 min on 2 CPU cores)
+#                      sparse file), evaluate what was exported and print a short report (about 6 min on 2 CPU cores)
 #   bash run.sh test   run the test suite three times: Paddle 3.3.1 under PIR, under the legacy IR, and
 #                      Paddle 2.6.2 with numpy<2 (what `pip install paddlepaddle-gpu` gives); PaddleSlim 2.6.0 in
 #                      a third environment lets the interchange tests run against PaddleSlim itself
