@@ -9,11 +9,11 @@ import pytest
 
 from tests.scripts import ROOT
 
-API_SECTION = os.path.join(ROOT, "sparsity", "README_API.md")
-
-
 def examples():
-    return re.findall(r"```python\n(.*?)```", open(API_SECTION).read(), re.DOTALL)
+    """The python blocks of README.md's "The pruner API" section (up to the next top-level section)."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text.split("\n## The pruner API\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
 
 
 def run_example(code):
