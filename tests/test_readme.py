@@ -9,6 +9,7 @@ import pytest
 
 from tests.scripts import ROOT
 
+
 def examples():
     """The python blocks of README.md's "The pruner API" section (up to the next top-level section)."""
     text = open(os.path.join(ROOT, "README.md")).read()
