@@ -11,7 +11,7 @@ what you ship.
 import suite  # noqa: F401,I001 - first: prepares the process for Paddle (see suite/__init__.py)
 import sys
 
-from suite import config, export, weights
+from suite import config, export, runtimes, weights
 from suite.artefacts import load_test_graph, resolve_spec
 from suite.errors import ConfigError, run_cli
 
@@ -34,6 +34,8 @@ def parse_args(argv=None):
 def main(argv=None):
     cfg = parse_args(argv)
     formats = cfg.format or export.default_formats()
+    if not cfg.format and "onnx" not in formats:
+        print(f"note: not exporting ONNX: {runtimes.onnx_missing()}")
     unknown = [f for f in formats if f not in export.FORMATS]
     if unknown:
         raise ConfigError(f"--format {' '.join(unknown)} is not a format; choose from {' '.join(export.FORMATS)}")

@@ -34,7 +34,7 @@ RELATIVE_TOLERANCE = 1e-4
 
 def default_formats():
     """The deployable formats whose packages are installed."""
-    return [f for f in DEFAULT_FORMATS if f != "onnx" or runtimes.onnx_available()]
+    return [f for f in DEFAULT_FORMATS if f != "onnx" or runtimes.onnx_missing() is None]
 
 
 def check_output(output):

@@ -65,12 +65,13 @@ def require_onnx():
         raise ConfigError(f"ONNX needs the paddle2onnx and onnxruntime packages ({exc}); install them: {ONNX_PACKAGES}") from exc
 
 
-def onnx_available():
+def onnx_missing():
+    """None when ONNX export can run here, else the message naming the packages to install."""
     try:
         require_onnx()
-    except ConfigError:
-        return False
-    return True
+    except ConfigError as exc:
+        return str(exc)
+    return None
 
 
 def onnx_runtime(path, place):

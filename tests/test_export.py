@@ -190,6 +190,15 @@ def test_missing_onnx_packages_named_without_a_traceback(export_inputs, monkeypa
     assert status == 2 and "pip install paddle2onnx" in err and "Traceback" not in err
     assert not os.path.exists(export_inputs["new"])
     assert export_cli.export.default_formats() == ["paddle", "sparse"]
+    # without --format, the export goes on without ONNX and says why
+    try:
+        status = run_cli(export_cli.main, ["--pruned_model", str(export_inputs["run"]), "--output", str(export_inputs["new"])])
+    finally:
+        paddle.disable_static()
+    out = capsys.readouterr().out
+    assert status == 0 and "note: not exporting ONNX" in out and "pip install paddle2onnx" in out
+    assert os.path.exists(os.path.join(export_inputs["new"], "model.sparse.npz"))
+    assert not os.path.exists(os.path.join(export_inputs["new"], "model.onnx"))
 
 
 @needs_onnx
