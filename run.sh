@@ -99,7 +99,7 @@ run_tests() {
     say "tests: Paddle 3.3.1, legacy IR (FLAGS_enable_pir_api=0)"
     FLAGS_enable_pir_api=0 "$VENV/bin/python" -m pytest -q tests
     say "tests: Paddle 2.6.2, numpy<2 (legacy IR)"
-    make_venv "$VENV26" paddlepaddle==2.6.2 "numpy<2" pillow pytest paddle2onnx==1.3.1 onnxruntime "onnx<1.18"
+    make_venv "$VENV26" paddlepaddle==2.6.2 "numpy<2" pillow pytest pyyaml matplotlib paddle2onnx==1.3.1 onnxruntime "onnx<1.18"
     "$VENV26/bin/python" -m pytest -q tests
 }
 
