@@ -88,6 +88,8 @@ PY
 
 run_tests() {
     make_venv "$VENV" -r requirements.txt
+    # made before any test runs: the tests of files written by the other Paddle/NumPy use both environments
+    make_venv "$VENV26" paddlepaddle==2.6.2 "numpy<2" pillow pytest pyyaml matplotlib paddle2onnx==1.3.1 onnxruntime "onnx<1.18"
     need_fashion_mnist
     # PaddleSlim (its last release needs numpy<2 and Paddle's legacy IR) only for tests/test_paddleslim.py,
     # which skip with a reason if this environment could not be made
@@ -99,7 +101,6 @@ run_tests() {
     say "tests: Paddle 3.3.1, legacy IR (FLAGS_enable_pir_api=0)"
     FLAGS_enable_pir_api=0 "$VENV/bin/python" -m pytest -q tests
     say "tests: Paddle 2.6.2, numpy<2 (legacy IR)"
-    make_venv "$VENV26" paddlepaddle==2.6.2 "numpy<2" pillow pytest pyyaml matplotlib paddle2onnx==1.3.1 onnxruntime "onnx<1.18"
     "$VENV26/bin/python" -m pytest -q tests
 }
 

@@ -229,8 +229,11 @@ def other_numpy_files(tmp_path_factory):
     """State dicts written by paddle.save under the other NumPy major version (1.x <-> 2.x) in a subprocess."""
     python = other_numpy_python()
     if not os.path.exists(python):
-        pytest.skip(f"no {python} to write files with NumPy {'2' if NUMPY_MAJOR < 2 else '1.x'}; "
-                    f"set VENV / VENV26 (as for run.sh) to the venv that has it")
+        reason = (f"no {python} to write files with NumPy {'2' if NUMPY_MAJOR < 2 else '1.x'}; "
+                  f"set VENV / VENV26 (as for run.sh) to the venv that has it")
+        if os.environ.get("CI"):  # run.sh test makes both environments before any test: in CI this is a bug
+            pytest.fail(reason)
+        pytest.skip(reason)
     folder = tmp_path_factory.mktemp("other_numpy")
     result = subprocess.run([python, "-c", OTHER_NUMPY_WRITER, str(folder)], capture_output=True, text=True, timeout=300, check=False,
                             env={k: v for k, v in os.environ.items() if k != "FLAGS_enable_pir_api"})
