@@ -199,6 +199,10 @@ def evaluate_epoch(cfg, run, epoch, log):
     sparsity = run.sparsity_report()
     row = {"epoch": epoch, "step": (epoch + 1) * run.steps, "top1": result["top1"], "top5": result["top5"], "model_sparsity": sparsity["model"], "pruned_sparsity": sparsity["pruned"]}
     log.line(f"test epoch {epoch}: top1 {row['top1']:.4f} top5 {row['top5']:.4f} sparsity model {row['model_sparsity']:.4f} pruned {row['pruned_sparsity']:.4f}")
+    emptied = [layer["name"] for layer in sparsity["layers"] if layer["pruned"] and layer["size"] and layer["sparsity"] == 1.0]
+    if emptied:
+        log.line(f"warning: every weight of {', '.join(emptied)} is pruned, so no signal passes that layer; "
+                 "prune each layer to its own ratio (--local_sparsity True) or cap it in a --sparsity_config")
     log.scalars(
         (epoch + 1) * run.steps,
         {"test/acc_top1": row["top1"], "test/acc_top5": row["top5"], "sparsity/model": row["model_sparsity"], "sparsity/pruned": row["pruned_sparsity"]},

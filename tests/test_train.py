@@ -28,6 +28,7 @@ def test_gmp_run_reaches_target_sparsity_and_learns(gmp_run):
     assert final["top1"] > 0.6  # chance is 0.1
     ramp = [row["pruned_sparsity"] for row in state["history"]]
     assert ramp[0] < ramp[1] <= ramp[2]
+    assert "warning: every weight of" not in result.stdout  # no layer is emptied at 75%
     # the weights in the file are sparse: masked entries are exactly zero
     arrays = saved_arrays(path / "out" / "latest")
     masked = list(state["targets"])  # every parameter has a mask, as in PaddleSlim; these are applied
@@ -45,6 +46,16 @@ def test_gmp_run_reaches_target_sparsity_and_learns(gmp_run):
         assert os.path.isfile(path / "out" / "curves.png")
     if importlib.util.find_spec("visualdl"):
         assert os.listdir(path / "vdl")
+
+
+def test_a_layer_pruned_away_is_named(tmp_path):
+    """A threshold above every |w| empties every pruned layer: the run says which, and how to avoid it."""
+    result = check(run("train.py", *QUICK, "--train_subset", "640", "--pruning_strategy", "base", "--pruning_mode", "threshold",
+                       "--threshold", "1000", "--num_epochs", "1", "--model_path", tmp_path / "out"))
+    warning = next(line for line in result.stdout.splitlines() if "warning: every weight of" in line)
+    state = json.load(open(tmp_path / "out" / "latest" / "state.json"))
+    assert state["history"][-1]["pruned_sparsity"] == 1.0
+    assert "--local_sparsity True" in warning and all(name in warning for name in state["pruner"]["targets"])
 
 
 def test_evaluate_reports_what_training_saw(gmp_run, tmp_path):
