@@ -3,6 +3,8 @@
 Each error's message names the bad value and what would be accepted; a command line prints it as
 one `error:` line and exits with the class's status. Nothing else in the suite picks exit codes.
 """
+import os
+import select
 import sys
 
 
@@ -43,3 +45,18 @@ def run_cli(main, argv=None):
     except SuiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # another pipe (a data loader worker, say): a real error
+        # whoever read our output stopped early (`evaluate.py ... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
+        return 141  # 128 + SIGPIPE: what a shell reports for such a writer
+
+
+def _stdout_reader_gone():
+    """True when stdout is a pipe whose reading end was closed."""
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))

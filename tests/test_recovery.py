@@ -280,3 +280,31 @@ def test_resume_with_dropout_equals_uninterrupted_run(tmp_path):
     check(run("train.py", *args, "--model_path", tmp_path / "straight"))
     check(run("train.py", *args, "--checkpoint", tmp_path / "straight" / "epoch_0", "--last_epoch", "0", "--model_path", tmp_path / "resumed"))
     assert_same_final_state(tmp_path / "straight", tmp_path / "resumed", epoch=1)
+
+
+BROKEN_PIPE_CLI = """
+import os, sys
+from suite.errors import run_cli
+
+def talk(argv):  # a report far longer than a pipe holds
+    for i in range(200000):
+        print("layer", i)
+
+def other_pipe(argv):  # a pipe that is not stdout breaks: a real error, reported as one
+    read, write = os.pipe()
+    os.close(read)
+    os.write(write, b"x")
+
+sys.exit(run_cli(talk if sys.argv[1] == "stdout" else other_pipe))
+"""
+
+
+def test_output_cut_short_by_its_reader_ends_quietly():
+    """`evaluate.py ... | head`: when the reader of stdout goes away, the command stops with 141 and no traceback."""
+    child = subprocess.Popen([sys.executable, "-c", BROKEN_PIPE_CLI, "stdout"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.read(100)
+    child.stdout.close()
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 141 and stderr == ""
+    other = subprocess.run([sys.executable, "-c", BROKEN_PIPE_CLI, "other"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert other.returncode == 1 and "BrokenPipeError" in other.stderr
