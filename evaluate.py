@@ -14,13 +14,15 @@ import os
 import sys
 
 from sparsity import report
-from suite import config, data, loop, plots
-from suite.artefacts import open_artefact
+from suite import cli, data
+from suite.analysis import plots
+from suite.analysis.evaluation import open_artefact
+from suite.training import loop
 from suite.errors import ConfigError, WriteError, run_cli
 
 
 def parse_args(argv=None):
-    p = config.Parser(description="Evaluate a checkpoint, an exported model or a weights file.")
+    p = cli.Parser(description="Evaluate a checkpoint, an exported model or a weights file.")
     add = p.add_argument
     add("--pruned_model", required=True, help="checkpoint folder, export folder, model.onnx, *.sparse.npz or a state-dict .pdparams")
     add("--data", default=None, help="default: the dataset saved with the model")
@@ -32,7 +34,7 @@ def parse_args(argv=None):
     add("--batch_size", type=int, default=256)
     add("--test_subset", type=int, default=None, help="evaluate only the first N test samples")
     add("--num_workers", type=int, default=2)
-    add("--use_gpu", type=config.str2bool, default=None)
+    add("--use_gpu", type=cli.str2bool, default=None)
     add("--json", default=None, help="also write the results to this JSON file")
     add("--plots", default=None, help="write PNGs to this folder: per-layer sparsity, weight histograms of the pruned layers")
     return p.parse_args(argv)
@@ -41,7 +43,7 @@ def parse_args(argv=None):
 def evaluate(cfg):
     if cfg.batch_size < 1:
         raise ConfigError(f"--batch_size {cfg.batch_size} must be >= 1")
-    place = config.choose_place(cfg.use_gpu)
+    place = cli.choose_place(cfg.use_gpu)
     overrides = {k: getattr(cfg, k) for k in ("model", "scale", "image_size", "num_classes", "data", "data_dir")}
     model = open_artefact(cfg.pruned_model, overrides, place)
     spec = model.spec

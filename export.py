@@ -11,13 +11,15 @@ what you ship.
 import suite  # noqa: F401,I001 - first: prepares the process for Paddle (see suite/__init__.py)
 import sys
 
-from suite import config, export, runtimes, weights
-from suite.artefacts import load_test_graph, resolve_spec
+from suite import cli
+from suite.artefacts import weights
+from suite.deploy import export, runtimes
+from suite.training.program import load_test_graph, resolve_spec
 from suite.errors import ConfigError, run_cli
 
 
 def parse_args(argv=None):
-    p = config.Parser(description="Export a checkpoint (or a weights file) as deployable artefacts.")
+    p = cli.Parser(description="Export a checkpoint (or a weights file) as deployable artefacts.")
     add = p.add_argument
     add("--pruned_model", required=True, help="checkpoint folder (MODEL_PATH, .../latest, .../epoch_N), *.sparse.npz or a state-dict .pdparams")
     add("--output", required=True, help="a new folder for the artefacts (never overwritten)")
@@ -27,7 +29,7 @@ def parse_args(argv=None):
     add("--image_size", type=int, default=None)
     add("--num_classes", type=int, default=None)
     add("--data", default=None, help="the dataset the model was trained on (input channels, size); default: the saved one")
-    add("--use_gpu", type=config.str2bool, default=None)
+    add("--use_gpu", type=cli.str2bool, default=None)
     return p.parse_args(argv)
 
 
@@ -40,7 +42,7 @@ def main(argv=None):
     if unknown:
         raise ConfigError(f"--format {' '.join(unknown)} is not a format; choose from {' '.join(export.FORMATS)}")
     export.check_output(cfg.output)
-    place = config.choose_place(cfg.use_gpu)
+    place = cli.choose_place(cfg.use_gpu)
     source = weights.read(cfg.pruned_model)
     overrides = {k: getattr(cfg, k) for k in ("model", "scale", "image_size", "num_classes", "data")}
     spec = resolve_spec(source.spec, overrides)

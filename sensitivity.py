@@ -17,17 +17,19 @@ import shutil
 import sys
 
 from sparsity import checks, selection, static
-from suite import config, data, loop, plots, sensitivity
-from suite.artefacts import load_test_graph, resolve_spec
+from suite import cli, data
+from suite.analysis import plots, sensitivity
+from suite.artefacts import weights as weight_sources
+from suite.deploy.export import check_output
+from suite.training import loop
+from suite.training.program import load_test_graph, resolve_spec
 from suite.errors import ConfigError, WriteError, run_cli
-from suite.export import check_output
-from suite import weights as weight_sources
 
 DEFAULT_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
 def parse_args(argv=None):
-    p = config.Parser(description="Per-layer sensitivity to pruning, and a per-layer config proposed from it.")
+    p = cli.Parser(description="Per-layer sensitivity to pruning, and a per-layer config proposed from it.")
     add = p.add_argument
     add("--pretrained_model", required=True, help="checkpoint folder, state-dict .pdparams or .sparse.npz (dense weights, usually)")
     add("--output", required=True, help="a new folder for sensitivity.csv, sensitivity.png, sparsity_config.json")
@@ -39,12 +41,12 @@ def parse_args(argv=None):
     add("--num_classes", type=int, default=None)
     add("--ratios", type=float, nargs="+", default=DEFAULT_RATIOS, help="ratios each layer is pruned to")
     add("--granularity", nargs="+", default=["element"], help="element | block M N | nm N M | channel [DIM [NORM]] | random [SEED]")
-    add("--prune_params_type", type=config.optional_name, default=None, choices=[None, "conv1x1_only"])
+    add("--prune_params_type", type=cli.optional_name, default=None, choices=[None, "conv1x1_only"])
     add("--val_subset", type=int, default=1000, help="held-out samples to measure top-1 on")
     add("--batch_size", type=int, default=256)
     add("--target_sparsity", type=float, default=None, help="propose per-layer ratios reaching this sparsity of the scanned set")
     add("--max_drop", type=float, default=0.05, help="with --target_sparsity: no layer's own top-1 drop above this (0.05 = 5 points)")
-    add("--use_gpu", type=config.str2bool, default=None)
+    add("--use_gpu", type=cli.str2bool, default=None)
     return p.parse_args(argv)
 
 
@@ -70,7 +72,7 @@ def check_flags(cfg):
 def main(argv=None):
     cfg = parse_args(argv)
     rule = check_flags(cfg)
-    place = config.choose_place(cfg.use_gpu)
+    place = cli.choose_place(cfg.use_gpu)
     source = weight_sources.read(cfg.pretrained_model)
     spec = resolve_spec(source.spec, {k: getattr(cfg, k) for k in ("model", "scale", "image_size", "num_classes", "data", "data_dir")})
     val = data.held_out(spec["data"], spec["data_dir"], spec["image_size"], cfg.val_subset)

@@ -13,15 +13,17 @@ from types import SimpleNamespace
 
 import paddle
 
-from sparsity import report, selection, static
 import models
-from suite import checkpoint, config, data, distributed, loop, program, weights
+from sparsity import report, static
+from suite import cli, data
+from suite.analysis import plots
+from suite.artefacts import checkpoint, weights
 from suite.errors import CheckpointError, ConfigError, WriteError, run_cli
-from suite import plots
-from suite.log import RunLog
+from suite.training import config, distributed, loop, program, resume
+from suite.training.log import RunLog
 
 def parse_args(argv=None):
-    p = config.Parser(description="Sparse training of vision models (PaddlePaddle static graph).")
+    p = cli.Parser(description="Sparse training of vision models (PaddlePaddle static graph).")
     add = p.add_argument
     add("--data", default="fashion_mnist", help="fashion_mnist | mnist | cifar10 | imagenet")
     add("--data_dir", default=None, help="dataset folder (default: the dataset's usual place)")
@@ -42,8 +44,8 @@ def parse_args(argv=None):
     add("--threshold", type=float, default=1e-2, help="threshold mode: |w| below this is zeroed")
     add("--sparse_block", type=int, nargs="+", default=[1, 1], help="m n: prune m x n blocks (2 1: semi-structured)")
     add("--nm_pattern", type=int, nargs="+", default=[2, 4], help="n m for --pruning_mode nm: keep n of every m along the input axis")
-    add("--prune_params_type", type=config.optional_name, default=None, choices=[None, "conv1x1_only"])
-    add("--local_sparsity", type=config.str2bool, default=False, help="True: the ratio applies to each parameter")
+    add("--prune_params_type", type=cli.optional_name, default=None, choices=[None, "conv1x1_only"])
+    add("--local_sparsity", type=cli.str2bool, default=False, help="True: the ratio applies to each parameter")
     add("--granularity", default=None, choices=["element", "block", "nm", "channel", "random"],
         help="what is pruned as a unit (default: from --pruning_mode and --sparse_block, as in PaddleSlim)")
     add("--block_per_position", action="store_true", help="blocks: one m x n block per conv kernel position instead of whole slabs")
@@ -67,7 +69,7 @@ def parse_args(argv=None):
     add("--log_dir", default=None, help="VisualDL log folder")
     add("--num_workers", type=int, default=2, help="decoding processes for ImageNet folders")
     add("--skip_bad_samples", action="store_true", help="ImageNet folders: skip bad list lines and images (counted) instead of stopping")
-    add("--use_gpu", type=config.str2bool, default=None, help="default: GPU when Paddle has CUDA and one is visible")
+    add("--use_gpu", type=cli.str2bool, default=None, help="default: GPU when Paddle has CUDA and one is visible")
     add("--seed", type=int, default=0)
     add("--train_subset", type=int, default=None, help="use only the first N training samples (quick runs)")
     add("--test_subset", type=int, default=None, help="use only the first N test samples")
@@ -92,9 +94,9 @@ def setup(cfg):
     if steps < 1:
         raise ConfigError(f"{len(train_set)} training samples make no full batch of --batch_size {cfg.batch_size} on {nranks} card(s); lower --batch_size")
     config.check_gmp_fits(cfg, steps)
-    place = config.choose_place(cfg.use_gpu)
+    place = cli.choose_place(cfg.use_gpu)
     pretrained = weights.read(cfg.pretrained_model) if cfg.pretrained_model else None  # checked even when resuming
-    folder, state = checkpoint.find_resume_point(cfg, nranks)
+    folder, state = resume.find_resume_point(cfg, nranks)
     if folder:
         pretrained = None  # a resumed run continues from its own weights
     num_classes = max(getattr(s, "num_classes", info.num_classes) for s in (train_set, test_set))
@@ -117,12 +119,12 @@ def prepare(cfg):
     run.exe.run(run.graph.startup)
     run.start_epoch, run.history, run.curve = 0, [], []
     if run.pretrained:
-        shapes = {p.name: p.shape for p in selection.model_params(run.graph.main)}
+        shapes = {p.name: p.shape for p in static.model_params(run.graph.main)}
         run.pretrained_match = weights.match(run.pretrained, run.graph.structure, shapes, models.spec(cfg.model).head_prefixes)
         load_into_scope(run.pretrained_match.values, run.place)
     if run.folder:
         persistables = static.persistables(run.graph.main)
-        load_into_scope(checkpoint.check_compatible(checkpoint.read_persistables(run.folder), persistables, run.folder), run.place)
+        load_into_scope(resume.check_compatible(checkpoint.read_persistables(run.folder), persistables, run.folder), run.place)
         run.graph.lr.set_state_dict(run.state["lr"])
         if run.graph.pruner:
             run.graph.pruner.set_state_dict(run.state["pruner"])
@@ -159,7 +161,7 @@ def train(cfg, run, log):
         f"{run.steps} steps/epoch x {team.nranks} card(s), place {run.place}, IR {'PIR' if static.pir_enabled() else 'legacy'}, "
         f"pruning {cfg.pruning_strategy}" + (f" ({len(pruner.params)} parameters, {pruner.rule!r}, target ratio {cfg.ratio})" if pruner else "")
     )
-    model_params = selection.model_params(graph.main)
+    model_params = static.model_params(graph.main)
     targets = pruner.layer_targets() if pruner else {}
     if cfg.ratios:
         layers = {var: key for key, var in graph.structure.items()}

@@ -24,7 +24,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from suite import safe_pickle  # noqa: E402
+from suite.artefacts import safe_pickle  # noqa: E402
 
 DATA = ["--data", "fashion_mnist", "--model", "mobilenet_v1", "--scale", "0.25",
         "--batch_size", "128", "--lr_strategy", "cosine_decay", "--l2_decay", "4e-5", "--log_period", "100"]

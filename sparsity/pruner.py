@@ -229,7 +229,7 @@ def _model_values(program, scope):
     if dygraph.is_model(program):
         return [(static.Param(p.name, tuple(p.shape), p), p.numpy()) for p in program.parameters()]
     scope = scope or paddle.static.global_scope()
-    return [(p, static.read(scope, p.name)) for p in selection.model_params(program)]
+    return [(p, static.read(scope, p.name)) for p in static.model_params(program)]
 
 
 def check_rule(rule, mode):

@@ -40,15 +40,9 @@ def choose(params, norm_names, source, prune_params_type=None, skip_params_func=
     return chosen
 
 
-def model_params(program):
-    """A static program's own parameters: trainable ones and normalization statistics (not the LR variable)."""
-    norm_inputs = static.normalization_inputs(program)
-    return [p for p in static.parameters(program) if p.trainable or p.name in norm_inputs]
-
-
 def prunable_params(program, prune_params_type=None, skip_params_func=None):
     """The parameters of a static program that a pruner with these arguments masks, in program order."""
-    return choose(model_params(program), static.normalization_inputs(program), program, prune_params_type, skip_params_func)
+    return choose(static.model_params(program), static.normalization_inputs(program), program, prune_params_type, skip_params_func)
 
 
 def check_ratios(ratios, source="ratios"):

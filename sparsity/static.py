@@ -89,6 +89,12 @@ def normalization_inputs(program):
     return names
 
 
+def model_params(program):
+    """A static program's own parameters: trainable ones and normalization statistics (not the LR variable)."""
+    norm_inputs = normalization_inputs(program)
+    return [p for p in parameters(program) if p.trainable or p.name in norm_inputs]
+
+
 def updates_parameters(program, names):
     """True when the program holds ops that update any of these parameters (optimizer ops)."""
     names = set(names)
@@ -193,13 +199,11 @@ class StaticBinding:
     that compute masks or apply them (each built once, then run by an Executor when needed)."""
 
     def __init__(self, program, scope=None, place=None, startup_program=None):
-        from . import selection
-
         self.program = program
         self.startup_program = startup_program or paddle.static.default_startup_program()
         self.scope = scope or paddle.static.global_scope()
         self.place = place or default_place()
-        self.model_params = selection.model_params(program)
+        self.model_params = model_params(program)
         self.norm_names = normalization_inputs(program)
         self.structural_names = {}
         self._executor = paddle.static.Executor(self.place)

@@ -26,8 +26,8 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image
 
+from suite.artefacts.safe_pickle import unpickle
 from suite.errors import CheckpointError, DataError
-from suite.safe_pickle import unpickle
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from suite import checkpoint
+from suite.artefacts import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,9 +9,12 @@ import pytest
 
 import export as export_cli
 from sparsity import UnstructuredPruner, static
-from suite import checkpoint, data, program, runtimes, sparse_file, weights
-from suite.artefacts import load_test_graph
+from suite import data
+from suite.artefacts import checkpoint, sparse_file, weights
+from suite.deploy import runtimes
 from suite.errors import run_cli
+from suite.training import program
+from suite.training.program import load_test_graph
 from tests.scripts import GMP, QUICK, check, run, saved_arrays, tree_snapshot
 
 HAS_ONNX = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("paddle2onnx") is not None
@@ -203,7 +206,7 @@ def test_missing_onnx_packages_named_without_a_traceback(export_inputs, monkeypa
 
 @needs_onnx
 def test_failed_onnx_conversion_leaves_nothing(export_inputs, monkeypatch, capsys, tmp_path):
-    from suite import export
+    from suite.deploy import export
 
     crash = tmp_path / "crashing_python"  # stands in for the interpreter that runs paddle2onnx
     crash.write_text("#!/bin/sh\necho 'Segmentation fault in the converter' >&2\nexit 139\n")

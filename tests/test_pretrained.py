@@ -8,9 +8,10 @@ import pytest
 
 import models
 from sparsity import static
-from suite import program, weights
-from suite.artefacts import load_test_graph
+from suite.artefacts import weights
 from suite.errors import CheckpointError
+from suite.training import program
+from suite.training.program import load_test_graph
 from tests.scripts import GMP, QUICK, check, run, tree_snapshot
 
 

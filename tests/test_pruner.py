@@ -13,7 +13,6 @@ from sparsity import (
     UnstructuredPruner,
     read_ratios_file,
     rules,
-    selection,
     static,
 )
 from tests import reference
@@ -404,7 +403,7 @@ def test_ratio_follows_gmp_and_threshold_follows_recomputes(static_mode):
 def test_masks_are_named_like_paddleslims_and_are_not_parameters(static_mode, tmp_path):
     main = static_mode[0]
     _, _, pruner, _ = make(static_mode, mode="ratio", ratio=0.5)
-    every = {p.name for p in selection.model_params(main)}
+    every = {p.name for p in static.model_params(main)}
     assert set(pruner.masks) == every  # like PaddleSlim, a mask beside every parameter; only pruned ones apply
     assert all(pruner.masks[n].name == n + "_mask" for n in every)
     assert not any(p.name.endswith("_mask") for p in static.parameters(main))

@@ -13,7 +13,7 @@ from PIL import Image
 
 import train
 from sparsity.ops import pir_enabled
-from suite import checkpoint
+from suite.artefacts import checkpoint
 from suite.errors import run_cli
 from tests.scripts import GMP, QUICK, ROOT, check, run, saved_arrays, tree_snapshot
 
@@ -68,7 +68,7 @@ def test_kill_during_training_then_resume_matches_uninterrupted_run(reference, t
 
 KILL_DURING_SAVE = """
 import os, signal
-import suite.checkpoint as ckpt
+import suite.artefacts.checkpoint as ckpt
 real_rename = os.rename
 def rename(src, dst, *a, **k):
     if ".tmp-epoch_1" in str(src):  # epoch 1's files are written, the rename never happens
@@ -93,7 +93,7 @@ def test_kill_during_checkpoint_save_keeps_previous_checkpoint(reference, tmp_pa
 
 DISK_FULL_AT_EPOCH_1 = """
 import errno, pickle
-import suite.checkpoint as ckpt
+import suite.artefacts.checkpoint as ckpt
 def dump(value, file, *a, **k):  # the disk fills up while epoch 1's files are written
     if ".tmp-epoch_1" in file.name:
         raise OSError(errno.ENOSPC, "No space left on device")

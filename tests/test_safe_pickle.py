@@ -1,4 +1,4 @@
-"""suite.safe_pickle: crafted pickles are refused before they run, Paddle's own files load bit for bit as Paddle loads them."""
+"""suite.artefacts.safe_pickle: crafted pickles are refused before they run, Paddle's own files load bit for bit as Paddle loads them."""
 import codecs
 import io
 import os
@@ -13,7 +13,7 @@ import numpy as np
 import paddle
 import pytest
 
-from suite import safe_pickle
+from suite.artefacts import safe_pickle
 from suite.data import load_dataset
 from suite.errors import CheckpointError, DataError, run_cli
 from tests.conftest import build_small_program, small_batches

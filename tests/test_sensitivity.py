@@ -7,7 +7,12 @@ import os
 import pytest
 
 from sparsity import rules
-from suite.sensitivity import Point, parse_granularity, propose, weighted_sparsity
+from suite.analysis.sensitivity import (
+    Point,
+    parse_granularity,
+    propose,
+    weighted_sparsity,
+)
 from tests.scripts import QUICK, check, run, tree_snapshot
 
 

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from suite import checkpoint
+from suite.artefacts import checkpoint
 from tests.scripts import GMP, QUICK, check, run, tree_snapshot
 from tests.test_safe_pickle import PAYLOADS, assert_never_ran, weights_with
 

@@ -2,7 +2,7 @@
 
 Formats: `paddle` (an inference model of the test program: no masks, no optimizer state, no training
 ops), `onnx` (converted from it by paddle2onnx, run by ONNX Runtime), `sparse` (the compressed sparse
-weights file, see sparse_file.py) and, on request, `state_dict` (`model.pdparams` keyed by structural
+weights file, see suite/artefacts/sparse_file.py) and, on request, `state_dict` (`model.pdparams` keyed by structural
 names, as the model zoo's files: for `layer.set_state_dict(paddle.load(...))` or `--pretrained_model`). Everything is written into a staging folder beside OUTPUT and renamed
 into place at the end, so a failed export leaves nothing behind and never touches an existing folder.
 """
@@ -16,7 +16,8 @@ import numpy as np
 import paddle
 
 from sparsity import static
-from suite import runtimes, sparse_file, weights
+from suite.artefacts import sparse_file, weights
+from suite.deploy import runtimes
 from suite.errors import ConfigError, WriteError
 
 FORMATS = ("paddle", "onnx", "sparse", "state_dict")

@@ -1,4 +1,4 @@
-"""Open whatever evaluate.py is pointed at as one thing: `predict(images) -> logits` plus the weights it holds.
+"""Evaluation of what a user saved or ships: any artefact opened as `predict(images) -> logits` plus the weights it holds.
 
 Weights sources (a checkpoint, a state-dict file, a compressed sparse file) run in a static test
 program; exported models run on what they were exported for (Paddle Inference, ONNX Runtime), with
@@ -7,13 +7,12 @@ the model and data facts read from the export.json beside them.
 import os
 from dataclasses import dataclass
 
-import paddle
-
-import models
 from sparsity import selection, static
-from suite import loop, program, runtimes, weights
-from suite.data import DATASETS
-from suite.errors import CheckpointError, ConfigError
+from suite.artefacts import weights
+from suite.deploy import runtimes
+from suite.errors import CheckpointError
+from suite.training import loop
+from suite.training.program import load_test_graph, resolve_spec
 
 
 @dataclass
@@ -67,42 +66,3 @@ def _open_weights(source, overrides, place):
         targets = dict.fromkeys(p.name for p in selection.prunable_params(graph.test))
     predict = loop.program_predictor(exe, graph.test, graph.logits, scope)
     return Artefact(source.kind, source.path, spec, predict, held, targets, {var: key for key, var in graph.structure.items()})
-
-
-def load_test_graph(source, spec, place):
-    """(TestGraph, Executor, Scope) of spec's model with the source's weights written in (strict match)."""
-    paddle.enable_static()
-    try:
-        graph = program.build_test(spec["model"], spec["scale"], spec["image_size"], spec["in_channels"], spec["num_classes"])
-    except ValueError as exc:  # the registry refusing the model or scale
-        raise ConfigError(str(exc)) from exc
-    exe = paddle.static.Executor(place)
-    scope = paddle.static.global_scope()
-    exe.run(graph.startup)
-    shapes = {var: static.read(scope, var).shape for var in graph.structure.values()}
-    for var, value in weights.match(source, graph.structure, shapes).values.items():
-        static.write(scope, var, value, place)
-    return graph, exe, scope
-
-
-SPEC_KEYS = ("model", "scale", "image_size", "in_channels", "num_classes", "data", "data_dir")
-
-
-def resolve_spec(saved, overrides):
-    """The model/data facts: saved ones, replaced by the flags given; a state dict has none, so flags must name them."""
-    spec = {key: saved.get(key) for key in SPEC_KEYS}
-    if overrides.get("data") is not None and overrides.get("data_dir") is None:
-        spec["data_dir"] = None  # the saved folder belongs to the saved dataset only
-    spec.update({key: value for key, value in overrides.items() if key in SPEC_KEYS and value is not None})
-    if spec["model"] is None or spec["data"] is None:
-        raise ConfigError("a state-dict file records no model or data set: pass --model (and --scale) and --data")
-    if spec["model"] not in models.names():
-        raise ConfigError(f"--model {spec['model']!r} is not a known model; choose one of {', '.join(models.names())}")
-    if spec["data"] not in DATASETS:
-        raise ConfigError(f"--data {spec['data']!r} is not a known dataset; choose one of {', '.join(sorted(DATASETS))}")
-    info = DATASETS[spec["data"]]
-    spec["scale"] = spec["scale"] or 1.0
-    spec["image_size"] = spec["image_size"] or info.image_size
-    spec["in_channels"] = spec["in_channels"] or info.in_channels
-    spec["num_classes"] = spec["num_classes"] or info.num_classes
-    return spec

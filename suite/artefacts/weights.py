@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from sparsity import static
-from suite import checkpoint, safe_pickle, sparse_file
+from suite.artefacts import checkpoint, safe_pickle, sparse_file
 from suite.errors import CheckpointError
 
 STATE_DICT_SUFFIXES = (".pdparams",)

@@ -1,14 +1,17 @@
-"""Builds the static training and test programs: model, loss, LR schedule, optimizer, pruner."""
+"""The static programs of a model: the training program (model, loss, LR schedule, optimizer, pruner), its test
+program, and the test program of a saved model rebuilt from the facts saved with it and its weights written in."""
 from dataclasses import dataclass
 
 import paddle
 from paddle.utils import unique_name
 
 import models
-from sparsity import GMPUnstructuredPruner, UnstructuredPruner
+from sparsity import GMPUnstructuredPruner, UnstructuredPruner, static
 from sparsity.ops import pir_enabled
-from suite import config, distributed
+from suite.artefacts import weights
+from suite.data import DATASETS
 from suite.errors import ConfigError
+from suite.training import config, distributed
 
 
 @dataclass
@@ -139,3 +142,42 @@ def build(cfg, in_channels, num_classes, steps_per_epoch, place, nranks=1):
         # built after the optimizer ops exist, so its masking lands right after them from the first run
         pruner = make_pruner(cfg, main, startup, place, steps_per_epoch, net.structure)
     return Graph(main, startup, test, loss, net.logits, test_logits, lr, pruner, net.structure)
+
+
+def load_test_graph(source, spec, place):
+    """(TestGraph, Executor, Scope) of spec's model with the source's weights written in (strict match)."""
+    paddle.enable_static()
+    try:
+        graph = build_test(spec["model"], spec["scale"], spec["image_size"], spec["in_channels"], spec["num_classes"])
+    except ValueError as exc:  # the registry refusing the model or scale
+        raise ConfigError(str(exc)) from exc
+    exe = paddle.static.Executor(place)
+    scope = paddle.static.global_scope()
+    exe.run(graph.startup)
+    shapes = {var: static.read(scope, var).shape for var in graph.structure.values()}
+    for var, value in weights.match(source, graph.structure, shapes).values.items():
+        static.write(scope, var, value, place)
+    return graph, exe, scope
+
+
+SPEC_KEYS = ("model", "scale", "image_size", "in_channels", "num_classes", "data", "data_dir")
+
+
+def resolve_spec(saved, overrides):
+    """The model/data facts: saved ones, replaced by the flags given; a state dict has none, so flags must name them."""
+    spec = {key: saved.get(key) for key in SPEC_KEYS}
+    if overrides.get("data") is not None and overrides.get("data_dir") is None:
+        spec["data_dir"] = None  # the saved folder belongs to the saved dataset only
+    spec.update({key: value for key, value in overrides.items() if key in SPEC_KEYS and value is not None})
+    if spec["model"] is None or spec["data"] is None:
+        raise ConfigError("a state-dict file records no model or data set: pass --model (and --scale) and --data")
+    if spec["model"] not in models.names():
+        raise ConfigError(f"--model {spec['model']!r} is not a known model; choose one of {', '.join(models.names())}")
+    if spec["data"] not in DATASETS:
+        raise ConfigError(f"--data {spec['data']!r} is not a known dataset; choose one of {', '.join(sorted(DATASETS))}")
+    info = DATASETS[spec["data"]]
+    spec["scale"] = spec["scale"] or 1.0
+    spec["image_size"] = spec["image_size"] or info.image_size
+    spec["in_channels"] = spec["in_channels"] or info.in_channels
+    spec["num_classes"] = spec["num_classes"] or info.num_classes
+    return spec

@@ -1,46 +1,11 @@
-"""Flag validation done before any training or writing: every bad value gets one clear line."""
-import argparse
+"""train.py's flags checked before any training or writing: every bad value gets one clear line."""
 import os
 
-import paddle
-
 import models
-from sparsity import checks, rules, selection, static
+from sparsity import checks, rules, selection
 from sparsity.pruner import check_rule
 from suite.data import DATASETS
 from suite.errors import ConfigError
-
-
-def str2bool(text):
-    """PaddleSlim-style boolean flags: --local_sparsity True / False (also 1/0, yes/no)."""
-    value = str(text).strip().lower()
-    if value in ("true", "1", "yes", "y"):
-        return True
-    if value in ("false", "0", "no", "n"):
-        return False
-    raise ValueError(f"expected True or False, got {text!r}")
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with the suite's error style: one `error:` line naming the flag, exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def optional_name(text):
-    """A flag value where 'None' (PaddleSlim scripts pass it) means no value."""
-    return None if text in ("None", "none", "") else text
-
-
-def choose_place(use_gpu):
-    """GPU when Paddle has CUDA and one is visible (or --use_gpu True insists), else CPU."""
-    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if use_gpu and not has_gpu:
-        raise ConfigError("--use_gpu True but this Paddle has no CUDA device; install paddlepaddle-gpu or pass --use_gpu False")
-    if use_gpu is False:
-        return paddle.CPUPlace()
-    return static.default_place()
 
 
 def _require(condition, message):
