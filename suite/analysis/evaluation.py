@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 
 from sparsity import selection, static
-from suite.artefacts import weights
-from suite.deploy import runtimes
+from suite.artefacts import sparse_file, weights
+from suite.deploy import quantize, runtimes
 from suite.errors import CheckpointError
 from suite.training import loop
 from suite.training.program import load_test_graph, resolve_spec
@@ -17,7 +17,7 @@ from suite.training.program import load_test_graph, resolve_spec
 
 @dataclass
 class Artefact:
-    kind: str  # checkpoint, state_dict, sparse, paddle_inference or onnx
+    kind: str  # checkpoint, state_dict, sparse, paddle_inference, onnx, onnx_int8 or sparse_int8
     path: str
     spec: dict
     predict: object
@@ -27,9 +27,12 @@ class Artefact:
 
 
 def deployed_kind(path):
-    """'paddle_inference' or 'onnx' for an exported model at PATH, else None (a weights source)."""
+    """'paddle_inference', 'onnx' or 'sparse_int8' (an INT8 ONNX model packed as a sparse file) for an exported model
+    at PATH, else None (a weights source)."""
     if path.endswith(".onnx") and os.path.isfile(path):
         return "onnx"
+    if path.endswith(sparse_file.SUFFIX) and os.path.isfile(path) and quantize.is_packed(sparse_file.read_metadata(path)):
+        return "sparse_int8"
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     is_model_file = os.path.isfile(path) and os.path.basename(path) in ("model.json", "model.pdmodel", "model.pdiparams")
     if (os.path.isdir(path) or is_model_file) and runtimes.inference_model_files(folder):
@@ -43,16 +46,18 @@ def open_artefact(path, overrides, place):
     if kind is None:
         return _open_weights(weights.read(path), overrides, place)
     folder = path if os.path.isdir(path) else os.path.dirname(path)
-    manifest = weights.export_manifest(folder)
+    model, manifest = quantize.unpack(path) if kind == "sparse_int8" else (path, weights.export_manifest(folder))
     if manifest is None:
         raise CheckpointError(f"{path}: no {weights.EXPORT_MANIFEST} beside it; evaluate.py reads models written by export.py")
     spec = resolve_spec(manifest["spec"], overrides)
     layers = {var: key for key, var in manifest["structure"].items()}
     targets = {manifest["structure"][key]: target for key, target in manifest["targets"].items()}
-    if kind == "onnx":
-        predict, held = runtimes.onnx_runtime(path, place), runtimes.onnx_weights(path)
-    else:
+    if kind == "paddle_inference":
         predict, held = runtimes.paddle_inference(folder, place), runtimes.inference_weights(folder, place)
+    else:  # a quantized model holds int8 weights (BatchNorm folded in) and whatever it left in float
+        integer = quantize.integer_weights(model, layers)
+        predict, held = runtimes.onnx_runtime(model, place), {**runtimes.onnx_weights(model), **integer}
+        kind = "onnx_int8" if integer and kind == "onnx" else kind
     return Artefact(kind, path, spec, predict, {var: held[var] for var in layers if var in held}, targets, layers)
 
 

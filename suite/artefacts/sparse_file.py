@@ -107,17 +107,8 @@ def write(path, tensors, metadata=None):
 
 def read(path):
     """(tensors {name: array}, metadata) from a sparse weights file; every inconsistency is a CheckpointError."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            entries = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise CheckpointError(f"{path} is not a readable sparse weights file ({exc}); export it again") from exc
-    try:
-        header = json.loads(entries.pop("header").tobytes())
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path} has no valid header: it is not a {FORMAT} file (written by export.py --format sparse)") from exc
-    if header.get("format") != FORMAT or header.get("version") != VERSION:
-        raise CheckpointError(f"{path} is {header.get('format')!r} version {header.get('version')!r}; this suite reads {FORMAT} version {VERSION}")
+    entries = _load_entries(path)
+    header = _header(path, entries.pop("header", None))
     try:
         streams = {name: _from_byte_planes(planes, np.dtype(name.split(".", 1)[1])) for name, planes in entries.items() if name != "bits"}
         tensors = {row["name"]: _decode(entries["bits"], streams, row) for row in header["tensors"]}
@@ -126,6 +117,31 @@ def read(path):
     if _digest(tensors) != header["sha256"]:
         raise CheckpointError(f"{path} fails its SHA-256 check: the file is corrupt; export it again")
     return tensors, header["metadata"]
+
+
+def read_metadata(path):
+    """The metadata of a sparse weights file, from its header alone (the tensors are neither read nor checked)."""
+    return _header(path, _load_entries(path, only="header").get("header"))["metadata"]
+
+
+def _load_entries(path, only=None):
+    """{entry: array} of the file's entries (just ONLY when given), or a CheckpointError."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files if only in (None, name)}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CheckpointError(f"{path} is not a readable sparse weights file ({exc}); export it again") from exc
+
+
+def _header(path, entry):
+    """The parsed header entry, or a CheckpointError naming what is wrong with it."""
+    try:
+        header = json.loads(entry.tobytes())
+    except (AttributeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has no valid header: it is not a {FORMAT} file (written by export.py --format sparse)") from exc
+    if header.get("format") != FORMAT or header.get("version") != VERSION:
+        raise CheckpointError(f"{path} is {header.get('format')!r} version {header.get('version')!r}; this suite reads {FORMAT} version {VERSION}")
+    return header
 
 
 def _decode(bits, streams, row):

@@ -58,6 +58,11 @@ def read(path):
         return Source(folder, kind, arrays, checkpoint.model_spec(state), targets)
     if kind == "sparse":
         arrays, metadata = sparse_file.read(path)
+        if metadata.get("onnx"):
+            raise CheckpointError(
+                f"{path} is an INT8 ONNX model packed as a sparse file (export.py --format sparse_int8), not float weights; "
+                f"evaluate it with evaluate.py, and start from the float {sparse_file.SUFFIX} or the checkpoint instead"
+            )
         return Source(path, kind, arrays, metadata.get("spec", {}), metadata.get("targets", {}))
     manifest = export_manifest(os.path.dirname(path)) or {"spec": {}, "targets": {}}  # a state dict of export.py's
     return Source(path, kind, read_state_dict(path), manifest["spec"], manifest["targets"])

@@ -3,8 +3,10 @@
 Formats: `paddle` (an inference model of the test program: no masks, no optimizer state, no training
 ops), `onnx` (converted from it by paddle2onnx, run by ONNX Runtime), `sparse` (the compressed sparse
 weights file, see suite/artefacts/sparse_file.py) and, on request, `state_dict` (`model.pdparams` keyed by structural
-names, as the model zoo's files: for `layer.set_state_dict(paddle.load(...))` or `--pretrained_model`). Everything is written into a staging folder beside OUTPUT and renamed
-into place at the end, so a failed export leaves nothing behind and never touches an existing folder.
+names, as the model zoo's files: for `layer.set_state_dict(paddle.load(...))` or `--pretrained_model`), and the INT8
+formats of suite/deploy/quantize.py: `onnx_int8`, `onnx_int8_deepsparse`, and `sparse_int8` (the int8 ONNX model as
+a sparse file). Everything is written into a staging folder beside OUTPUT and renamed into place at the end, so a
+failed export leaves nothing behind and never touches an existing folder.
 """
 import json
 import os
@@ -17,14 +19,18 @@ import paddle
 
 from sparsity import static
 from suite.artefacts import sparse_file, weights
-from suite.deploy import runtimes
+from suite.deploy import quantize, runtimes
 from suite.errors import ConfigError, WriteError
 
-FORMATS = ("paddle", "onnx", "sparse", "state_dict")
+INT8_FORMATS = ("onnx_int8", "onnx_int8_deepsparse", "sparse_int8")
+FORMATS = ("paddle", "onnx", "sparse", "state_dict", *INT8_FORMATS)
 DEFAULT_FORMATS = ("paddle", "onnx", "sparse")
 ONNX_FILE = "model.onnx"
 STATE_DICT_FILE = "model.pdparams"
 SPARSE_FILE = "model" + sparse_file.SUFFIX
+SPARSE_INT8_FILE = "model.int8" + sparse_file.SUFFIX
+FORMAT_FILES = {"paddle": "", "onnx": ONNX_FILE, "sparse": SPARSE_FILE, "state_dict": STATE_DICT_FILE,
+                **quantize.VARIANT_FILES, "sparse_int8": SPARSE_INT8_FILE}  # what evaluate.py is pointed at, in OUTPUT
 MANIFEST = weights.EXPORT_MANIFEST
 ONNX_OPSET = 13
 SAMPLE_BATCH = 8
@@ -44,21 +50,23 @@ def check_output(output):
         raise ConfigError(f"--output {output} already exists and is not empty; pass a new folder (exports never overwrite)")
 
 
-def export(graph, exe, scope, spec, formats, output, source_path, targets):
+def export(graph, exe, scope, spec, formats, output, source_path, targets, calibration=None):
     """Write the chosen formats of the weights now in `scope` (loaded into `graph`, a program.TestGraph) to OUTPUT.
 
-    `targets` maps the pruned tensors' structural names to their target ratios. Returns the manifest (files, sizes, checks).
+    `targets` maps the pruned tensors' structural names to their target ratios; `calibration` (a quantize.Calibration)
+    is needed by the INT8 formats. Returns the manifest (files, sizes, checks).
     """
     check_output(output)
-    if "onnx" in formats:
-        runtimes.require_onnx()
+    require_packages(formats)
+    if calibration is None and set(formats) & set(INT8_FORMATS):
+        raise ConfigError(f"--format {' '.join(f for f in formats if f in INT8_FORMATS)} needs calibration images (quantize.calibration_images)")
     parent = os.path.dirname(os.path.abspath(output))
     os.makedirs(parent, exist_ok=True)
     staging = os.path.join(parent, f".tmp-export-{os.path.basename(os.path.abspath(output))}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     try:
-        manifest = _write_all(graph, exe, scope, spec, formats, staging, source_path, targets)
+        manifest = _write_all(graph, exe, scope, spec, formats, staging, source_path, targets, calibration)
         if os.path.isdir(output):
             os.rmdir(output)  # empty (check_output), so nothing is lost
         os.rename(staging, output)
@@ -71,7 +79,20 @@ def export(graph, exe, scope, spec, formats, output, source_path, targets):
     return manifest
 
 
-def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets):
+def require_packages(formats):
+    """A ConfigError naming what to install when FORMATS need packages this environment lacks."""
+    if _needs_onnx(formats):
+        runtimes.require_onnx()
+    if set(formats) & set(INT8_FORMATS):
+        quantize.require_quantization()
+
+
+def _needs_onnx(formats):
+    """True when FORMATS include ONNX or anything quantized from it."""
+    return "onnx" in formats or bool(set(formats) & set(INT8_FORMATS))
+
+
+def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets, calibration):
     rng = np.random.default_rng(0)
     sample = rng.standard_normal((SAMPLE_BATCH, spec["in_channels"], spec["image_size"], spec["image_size"])).astype("float32")
     (expected,) = exe.run(graph.test, feed={"image": sample}, fetch_list=[graph.logits], scope=scope)
@@ -79,12 +100,12 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets):
     checks = {}
     tensors = {key: static.read(scope, var) for key, var in graph.structure.items()}
 
-    if "paddle" in formats or "onnx" in formats:  # paddle2onnx converts the inference model (removed if not asked for)
+    if "paddle" in formats or _needs_onnx(formats):  # paddle2onnx converts the inference model (removed if not asked for)
         paddle.static.save_inference_model(
             os.path.join(folder, runtimes.INFERENCE_PREFIX), [graph.images], [graph.logits], exe, program=graph.test
         )
         checks["paddle"] = _compare("Paddle Inference", runtimes.paddle_inference(folder, place)(sample), expected)
-    if "onnx" in formats:
+    if _needs_onnx(formats):  # the INT8 formats are quantized from it (removed if not asked for)
         onnx_path = os.path.join(folder, ONNX_FILE)
         _convert_to_onnx(folder, onnx_path)
         checks["onnx"] = _compare("ONNX Runtime", runtimes.onnx_runtime(onnx_path, place)(sample), expected)
@@ -92,6 +113,13 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets):
             for path in runtimes.inference_model_files(folder):
                 os.remove(path)
             del checks["paddle"]
+    if set(formats) & set(INT8_FORMATS):
+        float_weights = {graph.structure[key]: array for key, array in tensors.items()}
+        metadata = {"spec": spec, "targets": dict(targets), "structure": graph.structure}
+        checks.update(_write_int8(folder, formats, calibration, place, float_weights, metadata))
+        if "onnx" not in formats:
+            os.remove(os.path.join(folder, ONNX_FILE))
+            del checks["onnx"]
     if "sparse" in formats:
         path = os.path.join(folder, SPARSE_FILE)
         sparse_file.write(path, tensors, metadata={"spec": spec, "targets": dict(targets)})
@@ -112,10 +140,47 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets):
         "checks": checks,
         "targets": dict(targets),
         "structure": graph.structure,
+        "calibration": calibration.describe() if calibration else None,
     }
     with open(os.path.join(folder, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
     return manifest
+
+
+def _write_int8(folder, formats, calibration, place, float_weights, metadata):
+    """The INT8 formats asked for, quantized from model.onnx in FOLDER and checked against it; returns their checks.
+
+    sparse_int8 packs model.int8.onnx (made for it, and removed if onnx_int8 was not asked for)."""
+    float_path = os.path.join(folder, ONNX_FILE)
+    float_predict = runtimes.onnx_runtime(float_path, place)
+    checks = {}
+    for variant, name in quantize.VARIANT_FILES.items():
+        if variant in formats or (variant == "onnx_int8" and "sparse_int8" in formats):
+            path = os.path.join(folder, name)
+            quantize.quantize(float_path, path, calibration.images, variant, calibration.method)
+            held = quantize.integer_weights(path, float_weights)
+            int8_predict = runtimes.onnx_runtime(path, place)
+            checks[variant] = quantize.check(float_predict, int8_predict, calibration.check_images, held, float_weights)
+    if "sparse_int8" in formats:
+        int8_path, packed = os.path.join(folder, FORMAT_FILES["onnx_int8"]), os.path.join(folder, SPARSE_INT8_FILE)
+        quantize.pack(int8_path, packed, {**metadata, "calibration": calibration.describe()})
+        with open(int8_path, "rb") as f:
+            if quantize.unpack(packed)[0] != f.read():
+                raise WriteError(f"{packed} does not restore {FORMAT_FILES['onnx_int8']} byte for byte; this is a bug, please report it")
+        checks["sparse_int8"] = f"restores {FORMAT_FILES['onnx_int8']} byte for byte"
+        if "onnx_int8" not in formats:
+            os.remove(int8_path)
+            del checks["onnx_int8"]
+    return checks
+
+
+def describe_check(fmt, check):
+    """The lines export.py prints for the check of format FMT."""
+    if fmt in quantize.VARIANT_FILES:
+        return quantize.describe(fmt, check)
+    if isinstance(check, dict):
+        return [f"max |difference| {check['max_abs_diff']:.2e} from the test program"]
+    return [check]
 
 
 def _check_round_trip(path, restored, tensors):

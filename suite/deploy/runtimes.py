@@ -75,7 +75,7 @@ def onnx_missing():
 
 
 def onnx_runtime(path, place):
-    """predict(images) with ONNX Runtime on the ONNX file at PATH (CUDA when the place is a GPU and ORT has it)."""
+    """predict(images) with ONNX Runtime on the ONNX file at PATH, or model bytes (CUDA when the place is a GPU and ORT has it)."""
     require_onnx()
     import onnxruntime
 
@@ -94,13 +94,13 @@ def onnx_runtime(path, place):
 
 
 def onnx_weights(path):
-    """{name: array} of the weights in an ONNX file: its initializers and Constant nodes (paddle2onnx writes
-    weights as either, named after Paddle's variables)."""
+    """{name: array} of the weights in an ONNX file (or model bytes): its initializers and Constant nodes (paddle2onnx
+    writes weights as either, named after Paddle's variables)."""
     require_onnx()
     import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load(path).graph
+    graph = (onnx.load_from_string(path) if isinstance(path, bytes) else onnx.load(path)).graph
     found = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant":

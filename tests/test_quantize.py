@@ -1,0 +1,176 @@
+"""INT8 export (suite/deploy/quantize.py): ONNX Runtime's static quantization of a small trained sparse model,
+checked against the float model, keeping every zero, evaluated like any other artefact."""
+import builtins
+import json
+import os
+
+import numpy as np
+import pytest
+
+import export as export_cli
+from suite.artefacts import checkpoint
+from suite.deploy import quantize
+from suite.errors import run_cli
+from tests.scripts import GMP, QUICK, check, run, saved_arrays, tree_snapshot
+
+try:
+    quantize.require_quantization()
+    import paddle2onnx  # noqa: F401
+
+    MISSING = None
+except Exception as exc:  # noqa: BLE001 - any reason the tools cannot run here is the reason to skip
+    MISSING = str(exc)
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"ONNX Runtime's quantization tools or paddle2onnx are absent: {MISSING}")
+
+INT8_FORMATS = ["onnx", "onnx_int8", "onnx_int8_deepsparse", "sparse_int8"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A LeNet trained with GMP to 75%, exported as float ONNX and every INT8 format."""
+    root = tmp_path_factory.mktemp("int8")
+    check(run("train.py", *QUICK, *GMP, "--num_epochs", "3", "--model_path", root / "run"))
+    result = check(run("export.py", "--pruned_model", root / "run", "--output", root / "out", "--format", *INT8_FORMATS,
+                       "--calibration_images", "128"))
+    return root, result.stdout
+
+
+def trained_weights(root):
+    """{variable name: array} of the trained checkpoint's model parameters."""
+    state = checkpoint.verify(root / "run" / "latest")
+    arrays = saved_arrays(root / "run" / "latest")
+    return {var: arrays[var] for var in state["structure"].values()}, state
+
+
+def test_export_compares_int8_with_float_and_prints_it(exported):
+    root, stdout = exported
+    manifest = json.load(open(root / "out" / "export.json"))
+    assert sorted(manifest["files"]) == ["model.int8.deepsparse.onnx", "model.int8.onnx", "model.int8.sparse.npz", "model.onnx"]
+    assert manifest["calibration"] == {"images": 128, "method": quantize.DEFAULT_CALIBRATION_METHOD,
+                                       "data": "the first 128 fashion_mnist training images", "check_images": quantize.CHECK_IMAGES}
+    for variant in quantize.VARIANT_FILES:
+        result = manifest["checks"][variant]
+        assert result["images"] == quantize.CHECK_IMAGES and result["top1_agreement"] >= 0.95, result
+        assert 0 < result["max_abs_logit_diff"] < 1.0
+        assert f"check {variant}: top-1 agreement with the float model" in stdout
+    assert manifest["checks"]["sparse_int8"] == "restores model.int8.onnx byte for byte"
+    assert "warning:" not in stdout
+
+
+def test_int8_weights_keep_every_zero(exported):
+    root, _ = exported
+    trained, state = trained_weights(root)
+    pruned = set(state["targets"])
+    for variant, name in quantize.VARIANT_FILES.items():
+        held = quantize.integer_weights(str(root / "out" / name), trained)
+        # QDQ quantizes every conv and fc weight; the DeepSparse variant only the convolutions
+        expected = pruned if variant == "onnx_int8" else {v for v in pruned if trained[v].ndim == 4}
+        assert set(held) == expected, variant
+        for var, quantized in held.items():
+            assert quantized.dtype == np.int8 and quantized.shape == trained[var].shape
+            zeros = trained[var] == 0
+            assert zeros.any() and np.all(quantized[zeros] == 0), var
+
+
+def test_deepsparse_variant_is_what_deepsparse_runs_natively(exported):
+    import onnx
+
+    root, _ = exported
+    model = onnx.load(str(root / "out" / "model.int8.deepsparse.onnx"))
+    ops = {node.op_type for node in model.graph.node}
+    assert "QLinearConv" in ops and not ops & {"QLinearAdd", "QGemm", "QLinearMatMul"}
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 13)]  # no ai.onnx.ml import
+    scales = {t.name: t for t in model.graph.initializer if t.name.endswith("_scale")}
+    zero_points = {t.name: t for t in model.graph.initializer if t.name.endswith("_zero_point")}
+    assert scales and all(len(t.dims) == 0 for t in scales.values())  # one scale per tensor
+    weight_points = [t for name, t in zero_points.items() if name.replace("_zero_point", "_quantized") in {i.name for i in model.graph.initializer}]
+    assert weight_points and all(t.data_type == onnx.TensorProto.INT8 for t in weight_points)
+    assert any(t.data_type == onnx.TensorProto.UINT8 for t in zero_points.values())  # uint8 activations
+    qdq = onnx.load(str(root / "out" / "model.int8.onnx"))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in qdq.graph.node}
+    assert any(len(t.dims) == 1 and t.dims[0] > 1 for t in qdq.graph.initializer if t.name.endswith("_scale"))  # per channel
+
+
+def test_int8_sparse_file_restores_the_int8_model_and_is_smaller(exported):
+    root, _ = exported
+    restored, metadata = quantize.unpack(str(root / "out" / "model.int8.sparse.npz"))
+    assert restored == (root / "out" / "model.int8.onnx").read_bytes()
+    assert metadata["spec"]["model"] == "lenet" and metadata["calibration"]["images"] == 128
+    sizes = json.load(open(root / "out" / "export.json"))["files"]
+    assert sizes["model.int8.sparse.npz"] < sizes["model.int8.onnx"] / 2 < sizes["model.onnx"] / 4
+
+
+def test_evaluate_int8_within_tolerance_of_float_and_same_zeros(exported, tmp_path):
+    root, _ = exported
+    reports = {}
+    for target in ("model.onnx", "model.int8.onnx", "model.int8.sparse.npz", "model.int8.deepsparse.onnx"):
+        out = tmp_path / f"{target}.json"
+        check(run("evaluate.py", "--pruned_model", root / "out" / target, "--test_subset", "1000", "--json", out))
+        reports[target] = json.load(open(out))
+    float_report, int8 = reports["model.onnx"], reports["model.int8.onnx"]
+    assert (int8["kind"], reports["model.int8.sparse.npz"]["kind"]) == ("onnx_int8", "sparse_int8")
+    for name in ("model.int8.onnx", "model.int8.deepsparse.onnx"):
+        assert abs(reports[name]["top1"] - float_report["top1"]) <= 0.01, (name, reports[name]["top1"], float_report["top1"])
+        # every float zero stays zero; a few small weights may round to zero too
+        assert float_report["pruned_sparsity"] <= reports[name]["pruned_sparsity"] <= float_report["pruned_sparsity"] + 0.01
+    packed = reports["model.int8.sparse.npz"]
+    assert (packed["top1"], packed["top5"], packed["pruned_sparsity"]) == (int8["top1"], int8["top5"], int8["pruned_sparsity"])
+    assert {row["name"] for row in int8["layers"] if row["pruned"]} == {row["name"] for row in float_report["layers"] if row["pruned"]}
+
+
+@pytest.fixture
+def inputs(exported, tmp_path):
+    root, _ = exported
+    return {"run": root / "run", "packed": root / "out" / "model.int8.sparse.npz", "new": tmp_path / "new", "missing": tmp_path / "missing"}
+
+
+BAD = [
+    (["--format", "onnx_int8", "--calibration_images", "0"], "--calibration_images 0 must be >= 1"),
+    (["--format", "onnx_int8", "--data_dir", "{missing}"], "does not exist; create it with the data files or pass --data_dir"),
+    (["--format", "onnx_int8", "--calibration_images", "59900"], "pass at most 59744"),
+    (["--format", "onnx_int8", "--calibration_method", "kl"], "invalid choice: 'kl'"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[str(i) for i in range(len(BAD))])
+def test_bad_calibration_input_is_one_line_and_writes_nothing(inputs, args, message, capsys):
+    import paddle
+
+    args = ["--pruned_model", str(inputs["run"]), "--output", str(inputs["new"]), *(a.format(**{k: str(v) for k, v in inputs.items()}) for a in args)]
+    before = tree_snapshot(inputs["run"])
+    try:
+        status = run_cli(export_cli.main, args)
+    except SystemExit as exc:  # argparse's own refusal
+        status = exc.code
+    finally:
+        paddle.disable_static()
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert status == 2 and len(errors) == 1 and message in errors[0], errors
+    assert not os.path.exists(inputs["new"]) and tree_snapshot(inputs["run"]) == before
+
+
+def test_packed_int8_model_is_not_a_weights_source(inputs):
+    result = run("export.py", "--pruned_model", inputs["packed"], "--output", inputs["new"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "is an INT8 ONNX model packed as a sparse file" in errors[0]
+    assert not os.path.exists(inputs["new"])
+
+
+def test_missing_quantization_tools_named_without_a_traceback(inputs, monkeypatch, capsys):
+    import paddle
+
+    real_import = builtins.__import__
+
+    def no_ml_dtypes(name, *args, **kwargs):
+        if name == "onnxruntime" and "quantization" in (args[2] or ()):
+            raise ModuleNotFoundError("No module named 'ml_dtypes'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ml_dtypes)
+    try:
+        status = run_cli(export_cli.main, ["--pruned_model", str(inputs["run"]), "--output", str(inputs["new"]), "--format", "sparse_int8"])
+    finally:
+        paddle.disable_static()
+    err = capsys.readouterr().err
+    assert status == 2 and "pip install onnxruntime ml_dtypes" in err and "ml_dtypes" in err.splitlines()[0] and "Traceback" not in err
+    assert not os.path.exists(inputs["new"])
