@@ -89,7 +89,7 @@ PY
 run_tests() {
     make_venv "$VENV" -r requirements.txt
     # made before any test runs: the tests of files written by the other Paddle/NumPy use both environments
-    make_venv "$VENV26" paddlepaddle==2.6.2 "numpy<2" pillow pytest pyyaml matplotlib paddle2onnx==1.3.1 onnxruntime "onnx<1.18"
+    make_venv "$VENV26" paddlepaddle==2.6.2 "numpy<2" pillow pytest pyyaml matplotlib paddle2onnx==1.3.1 onnxruntime "onnx<1.18" ml_dtypes
     need_fashion_mnist
     # PaddleSlim (its last release needs numpy<2 and Paddle's legacy IR) only for tests/test_paddleslim.py,
     # which skip with a reason if this environment could not be made
