@@ -174,3 +174,37 @@ def test_missing_quantization_tools_named_without_a_traceback(inputs, monkeypatc
     err = capsys.readouterr().err
     assert status == 2 and "pip install onnxruntime ml_dtypes" in err and "ml_dtypes" in err.splitlines()[0] and "Traceback" not in err
     assert not os.path.exists(inputs["new"])
+
+
+def test_entropy_and_percentile_calibrate_on_any_number_of_images(exported, tmp_path):
+    """Their calibrators stack every batch's outputs: 100 images (not a multiple of the batch) must work."""
+    root, _ = exported
+    trained, state = trained_weights(root)
+    images = np.random.default_rng(0).standard_normal((100, 1, 28, 28)).astype("float32")
+    for method in ("entropy", "percentile"):
+        out = str(tmp_path / f"{method}.onnx")
+        quantize.quantize(str(root / "out" / "model.onnx"), out, images, "onnx_int8", method)
+        assert set(quantize.integer_weights(out, trained)) == set(state["targets"])
+
+
+def test_deepsparse_variant_keeps_depthwise_convolutions_float(static_mode, tmp_path):
+    """Per-tensor scales cannot hold a depthwise conv with BatchNorm folded in: those stay float, the rest int8."""
+    import onnx
+    import paddle
+
+    from suite.deploy import export
+    from suite.training import program
+
+    _, _, scope = static_mode
+    graph = program.build_test("MobileNet", 0.25, 28, 1, 10)
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    exe.run(graph.startup)
+    spec = {"model": "mobilenet_v1", "scale": 0.25, "image_size": 28, "in_channels": 1, "num_classes": 10, "data": "fashion_mnist", "data_dir": None}
+    export.export(graph, exe, scope, spec, ["onnx"], str(tmp_path / "out"), "random weights", {})
+    images = np.random.default_rng(0).standard_normal((32, 1, 28, 28)).astype("float32")
+    path = str(tmp_path / "ds.onnx")
+    quantize.quantize(str(tmp_path / "out" / "model.onnx"), path, images, "onnx_int8_deepsparse")
+    nodes = onnx.load(path).graph.node
+    groups = {op: [next((a.i for a in n.attribute if a.name == "group"), 1) for n in nodes if n.op_type == op] for op in ("QLinearConv", "Conv")}
+    assert len(groups["QLinearConv"]) == 14 and set(groups["QLinearConv"]) == {1}  # the stem and 13 pointwise convs
+    assert len(groups["Conv"]) == 13 and 1 not in groups["Conv"]  # 13 depthwise convs

@@ -5,12 +5,14 @@ so that every zero weight stays exactly zero.
 Two variants of the same model:
   onnx_int8             QDQ, one scale per output channel, every op ONNX Runtime quantizes: for ONNX Runtime
                         and OpenVINO, whose INT8 kernels fuse QuantizeLinear/DequantizeLinear pairs;
-  onnx_int8_deepsparse  QOperator (QLinearConv), one scale per tensor, uint8 activations, Conv only: what
-                        DeepSparse 1.8 runs natively (QDQ, per-channel scales, QLinearAdd or QGemm send it back to
-                        its bundled ONNX Runtime, which also rejects the unused `ai.onnx.ml` opset the quantizer adds).
+  onnx_int8_deepsparse  QOperator (QLinearConv), one scale per tensor, uint8 activations, Conv only (depthwise convs
+                        stay float): what DeepSparse 1.8 runs natively (QDQ, per-channel scales, QLinearAdd or QGemm
+                        send it back to its bundled ONNX Runtime, which also rejects the unused `ai.onnx.ml` opset
+                        the quantizer adds).
 The INT8 model can also ship as a sparse file (`pack`/`unpack`): its initializers in the compressed sparse
 format, the graph beside them, restoring the ONNX file byte for byte.
 """
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -72,22 +74,28 @@ def calibration_images(spec, count, method=DEFAULT_CALIBRATION_METHOD, data_dir=
 
 
 class _Batches:
-    """ONNX Runtime's CalibrationDataReader protocol (get_next) over an array of images."""
+    """ONNX Runtime's CalibrationDataReader protocol (get_next) over an array of images, in batches of one size
+    (the entropy and percentile calibrators stack every batch's outputs, so a shorter last batch breaks them)."""
 
     def __init__(self, input_name, images):
-        self._feeds = iter({input_name: images[i : i + CALIBRATION_BATCH]} for i in range(0, len(images), CALIBRATION_BATCH))
+        size = math.gcd(len(images), CALIBRATION_BATCH)
+        self._feeds = iter({input_name: images[i : i + size]} for i in range(0, len(images), size))
 
     def get_next(self):
         return next(self._feeds, None)
 
 
-def _variant_options(variant):
+def _variant_options(variant, model):
+    """quantize_static's arguments for VARIANT of the prepared MODEL (a ModelProto)."""
     from onnxruntime.quantization import QuantFormat, QuantType
 
     common = {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8, "extra_options": {"WeightSymmetric": True}}
     if variant == "onnx_int8":
         return {**common, "quant_format": QuantFormat.QDQ, "per_channel": True}
-    return {**common, "quant_format": QuantFormat.QOperator, "per_channel": False, "op_types_to_quantize": ["Conv"]}
+    # One scale per tensor cannot hold a depthwise conv's channels once BatchNorm is folded in (their ranges differ by
+    # orders of magnitude: MobileNetV1 fell to chance), so depthwise convolutions stay float.
+    depthwise = [node.name for node in model.graph.node if node.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in node.attribute)]
+    return {**common, "quant_format": QuantFormat.QOperator, "per_channel": False, "op_types_to_quantize": ["Conv"], "nodes_to_exclude": depthwise}
 
 
 def quantize(float_path, output, calibration, variant, method=DEFAULT_CALIBRATION_METHOD):
@@ -104,7 +112,8 @@ def quantize(float_path, output, calibration, variant, method=DEFAULT_CALIBRATIO
     with tempfile.TemporaryDirectory() as tmp:
         prepared = os.path.join(tmp, "prepared.onnx")  # BatchNorm folded into the convolutions, shapes inferred
         quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
-        quantize_static(prepared, output, _Batches(input_name, calibration), calibrate_method=methods[method], **_variant_options(variant))
+        options = _variant_options(variant, onnx.load(prepared, load_external_data=False))
+        quantize_static(prepared, output, _Batches(input_name, calibration), calibrate_method=methods[method], **options)
     onnx.save(_canonical(onnx.load(output)), output)
 
 
