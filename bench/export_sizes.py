@@ -3,7 +3,8 @@
 Trains MobileNetV1 x0.25 on a Fashion-MNIST subset for one epoch per row (dense, and magnitude pruning
 to each ratio: the sizes depend on the sparsity, not on how well the short run learned), then exports
 every row with export.py and measures: the checkpoint folder, the Paddle inference model's weights
-(.pdiparams, zeros stored as zeros), its gzip, the ONNX file and the compressed sparse file.
+(.pdiparams, zeros stored as zeros), its gzip, the ONNX file, the compressed sparse file, the INT8 ONNX model
+(int8 weights, BatchNorm folded in) and the INT8 sparse file (that model packed as a sparse file).
 
     python bench/export_sizes.py [--model MobileNet --scale 0.25] [--ratios 0.5 0.75 0.9] [--out bench/results/sizes]
 """
@@ -51,7 +52,7 @@ def main():
         run_dir, export_dir = os.path.join(args.out, name, "run"), os.path.join(args.out, name, "export")
         pruning = ["--pruning_strategy", "none"] if ratio == 0 else ["--pruning_strategy", "base", "--ratio", ratio]
         run("train.py", *common, *pruning, "--model_path", run_dir)
-        run("export.py", "--pruned_model", run_dir, "--output", export_dir)
+        run("export.py", "--pruned_model", run_dir, "--output", export_dir, "--format", "paddle", "onnx", "sparse", "onnx_int8", "sparse_int8")
         manifest = json.load(open(os.path.join(export_dir, "export.json")))
         state = json.load(open(os.path.join(run_dir, "latest", "state.json")))
         params = os.path.join(export_dir, "model.pdiparams")
@@ -65,16 +66,18 @@ def main():
             "pdiparams_gzip": gzip_bytes(params),
             "onnx": manifest["files"].get("model.onnx"),
             "sparse": manifest["files"]["model.sparse.npz"],
+            "onnx_int8": manifest["files"]["model.int8.onnx"],
+            "sparse_int8": manifest["files"]["model.int8.sparse.npz"],
         })
         print(f"{name}: done", flush=True)
 
     dense = rows[0]["dense_float32"]
     print(f"\n{args.model} x{args.scale}: {dense / 1e6:.3f} MB of float32 weights; sizes in MB (ratio to that)")
-    print("| sparsity (pruned set / whole model) | checkpoint | inference model .pdiparams | gzip of it | ONNX | sparse file |")
-    print("|---|---|---|---|---|---|")
+    print("| sparsity (pruned set / whole model) | checkpoint | inference model .pdiparams | gzip of it | ONNX | sparse file | INT8 ONNX | INT8 sparse file |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        cells = [f"{r[k] / 1e6:.3f} ({r[k] / dense:.2f}x)" if r[k] is not None else "n/a"
-                 for k in ("checkpoint", "pdiparams", "pdiparams_gzip", "onnx", "sparse")]
+        cells = [f"{r[k] / 1e6:.3f} ({r[k] / dense:.3f}x)" if r[k] is not None else "n/a"
+                 for k in ("checkpoint", "pdiparams", "pdiparams_gzip", "onnx", "sparse", "onnx_int8", "sparse_int8")]
         print(f"| {r['row']} ({r['pruned_sparsity']:.1%} / {r['model_sparsity']:.1%}) | " + " | ".join(cells) + " |")
     with open(os.path.join(args.out, "sizes.json"), "w") as f:
         json.dump(rows, f, indent=1)
