@@ -52,11 +52,12 @@ def export_rows(model, ratios, folder, scale=1.0):
             paddle.enable_static()
             graph = program.build_test(model, scale, SIZE, 3, 1000)
             exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
-            exe.run(graph.startup, scope=scope)
-            if ratio:
-                UnstructuredPruner(graph.test, "ratio", ratio=ratio, scope=scope, startup_program=graph.startup).step()
             spec = {"model": model, "scale": scale, "image_size": SIZE, "in_channels": 3, "num_classes": 1000, "data": "imagenet", "data_dir": None}
-            export.export(graph, exe, scope, spec, ["onnx"], out, "random weights", {})
+            with paddle.static.scope_guard(scope):  # the inference model is saved from the current scope
+                exe.run(graph.startup)
+                if ratio:
+                    UnstructuredPruner(graph.test, "ratio", ratio=ratio, scope=scope, startup_program=graph.startup).step()
+                export.export(graph, exe, scope, spec, ["onnx"], out, "random weights", {})
         paths = {"float32": os.path.join(out, export.ONNX_FILE)}
         for variant, name in quantize.VARIANT_FILES.items():
             paths[variant.replace("onnx_", "")] = path = os.path.join(out, name)

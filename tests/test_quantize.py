@@ -208,3 +208,21 @@ def test_deepsparse_variant_keeps_depthwise_convolutions_float(static_mode, tmp_
     groups = {op: [next((a.i for a in n.attribute if a.name == "group"), 1) for n in nodes if n.op_type == op] for op in ("QLinearConv", "Conv")}
     assert len(groups["QLinearConv"]) == 14 and set(groups["QLinearConv"]) == {1}  # the stem and 13 pointwise convs
     assert len(groups["Conv"]) == 13 and 1 not in groups["Conv"]  # 13 depthwise convs
+
+
+def test_failed_quantization_is_one_line_and_leaves_nothing(inputs, monkeypatch, capsys):
+    import onnxruntime.quantization
+    import paddle
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Unsupported op type: FancyOp")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", refuse)
+    try:
+        status = run_cli(export_cli.main, ["--pruned_model", str(inputs["run"]), "--output", str(inputs["new"]), "--format", "onnx_int8"])
+    finally:
+        paddle.disable_static()
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert status == 4 and errors == ["error: ONNX Runtime could not quantize the model to onnx_int8 (RuntimeError: Unsupported op type: FancyOp); the export was not kept"]
+    parent = os.path.dirname(inputs["new"])
+    assert not os.path.exists(inputs["new"]) and not [n for n in os.listdir(parent) if n.startswith(".tmp-export")]

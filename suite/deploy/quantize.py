@@ -111,9 +111,12 @@ def quantize(float_path, output, calibration, variant, method=DEFAULT_CALIBRATIO
     input_name = onnx.load(float_path, load_external_data=False).graph.input[0].name
     with tempfile.TemporaryDirectory() as tmp:
         prepared = os.path.join(tmp, "prepared.onnx")  # BatchNorm folded into the convolutions, shapes inferred
-        quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
-        options = _variant_options(variant, onnx.load(prepared, load_external_data=False))
-        quantize_static(prepared, output, _Batches(input_name, calibration), calibrate_method=methods[method], **options)
+        try:
+            quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
+            options = _variant_options(variant, onnx.load(prepared, load_external_data=False))
+            quantize_static(prepared, output, _Batches(input_name, calibration), calibrate_method=methods[method], **options)
+        except Exception as exc:  # noqa: BLE001 - the quantizer fails in many ways (unsupported ops, shapes): each is reported alike
+            raise WriteError(f"ONNX Runtime could not quantize the model to {variant} ({type(exc).__name__}: {exc}); the export was not kept") from exc
     onnx.save(_canonical(onnx.load(output)), output)
 
 
