@@ -1,4 +1,5 @@
 """Run train.py / evaluate.py as a user would: in a subprocess, with this test run's IR and Paddle."""
+import builtins
 import os
 import subprocess
 import sys
@@ -49,3 +50,17 @@ def tree_snapshot(path):
             stat = os.lstat(full)
             found[os.path.relpath(full, path)] = (stat.st_size, stat.st_mtime_ns)
     return found
+
+
+def block_imports(monkeypatch, missing):
+    """Make `import` fail as if a package were not installed: missing(name, fromlist) returns the module to name as
+    missing (for `import name` or `from name import fromlist`), or None to import as usual."""
+    real_import = builtins.__import__
+
+    def guarded(name, globals=None, locals=None, fromlist=(), level=0):
+        absent = missing(name, fromlist or ())
+        if absent:
+            raise ModuleNotFoundError(f"No module named '{absent}'")
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", guarded)

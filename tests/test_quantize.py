@@ -1,6 +1,5 @@
 """INT8 export (suite/deploy/quantize.py): ONNX Runtime's static quantization of a small trained sparse model,
 checked against the float model, keeping every zero, evaluated like any other artefact."""
-import builtins
 import json
 import os
 
@@ -11,7 +10,15 @@ import export as export_cli
 from suite.artefacts import checkpoint
 from suite.deploy import quantize
 from suite.errors import run_cli
-from tests.scripts import GMP, QUICK, check, run, saved_arrays, tree_snapshot
+from tests.scripts import (
+    GMP,
+    QUICK,
+    block_imports,
+    check,
+    run,
+    saved_arrays,
+    tree_snapshot,
+)
 
 try:
     quantize.require_quantization()
@@ -159,14 +166,7 @@ def test_packed_int8_model_is_not_a_weights_source(inputs):
 def test_missing_quantization_tools_named_without_a_traceback(inputs, monkeypatch, capsys):
     import paddle
 
-    real_import = builtins.__import__
-
-    def no_ml_dtypes(name, *args, **kwargs):
-        if name == "onnxruntime" and "quantization" in (args[2] or ()):
-            raise ModuleNotFoundError("No module named 'ml_dtypes'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_ml_dtypes)
+    block_imports(monkeypatch, lambda name, fromlist: "ml_dtypes" if name == "onnxruntime" and "quantization" in fromlist else None)
     try:
         status = run_cli(export_cli.main, ["--pruned_model", str(inputs["run"]), "--output", str(inputs["new"]), "--format", "sparse_int8"])
     finally:
