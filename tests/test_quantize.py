@@ -96,6 +96,9 @@ def test_deepsparse_variant_is_what_deepsparse_runs_natively(exported):
     qdq = onnx.load(str(root / "out" / "model.int8.onnx"))
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in qdq.graph.node}
     assert any(len(t.dims) == 1 and t.dims[0] > 1 for t in qdq.graph.initializer if t.name.endswith("_scale"))  # per channel
+    wide = [t.name for t in qdq.graph.initializer if t.name.endswith("_zero_point") and t.data_type == onnx.TensorProto.UINT16]
+    stem = next(n for n in qdq.graph.node if n.op_type == "Conv")
+    assert len(wide) == 2 and any(stem.input[0].startswith(name[: -len("_zero_point")]) for name in wide)  # the stem's input and output
 
 
 def test_int8_sparse_file_restores_the_int8_model_and_is_smaller(exported):
