@@ -65,7 +65,7 @@ def main(argv=None):
     print(f"exported {spec['model']} x{spec['scale']} from {source.path} to {cfg.output}")
     print(f"dense float32 weights: {dense / 1e6:.3f} MB")
     for name, size in manifest["files"].items():
-        print(f"  {name:<22} {size / 1e6:9.3f} MB  {size / dense:6.3f}x dense")
+        print(f"  {name:<26} {size / 1e6:9.3f} MB  {size / dense:6.3f}x dense")
     for fmt, check in manifest["checks"].items():
         detail, *warnings = export.describe_check(fmt, check)
         print(f"  check {fmt}: {detail}")

@@ -7,6 +7,8 @@ the model and data facts read from the export.json beside them.
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 from sparsity import selection, static
 from suite.artefacts import sparse_file, weights
 from suite.deploy import quantize, runtimes
@@ -54,10 +56,10 @@ def open_artefact(path, overrides, place):
     targets = {manifest["structure"][key]: target for key, target in manifest["targets"].items()}
     if kind == "paddle_inference":
         predict, held = runtimes.paddle_inference(folder, place), runtimes.inference_weights(folder, place)
-    else:  # a quantized model holds int8 weights (BatchNorm folded in) and whatever it left in float
-        integer = quantize.integer_weights(model, layers)
-        predict, held = runtimes.onnx_runtime(model, place), {**runtimes.onnx_weights(model), **integer}
-        kind = "onnx_int8" if integer and kind == "onnx" else kind
+    else:  # a quantized model holds its conv and classifier weights with BatchNorm folded in: int8, or float where left so
+        layer = quantize.layer_weights(model, layers)
+        predict, held = runtimes.onnx_runtime(model, place), {**runtimes.onnx_weights(model), **layer}
+        kind = "onnx_int8" if kind == "onnx" and any(w.dtype == np.int8 for w in layer.values()) else kind
     return Artefact(kind, path, spec, predict, {var: held[var] for var in layers if var in held}, targets, layers)
 
 

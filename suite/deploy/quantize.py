@@ -146,9 +146,10 @@ def _canonical(model):
     return model
 
 
-def integer_weights(model, variables):
-    """{variable name: int8 array} of the weights of MODEL (an ONNX path, bytes or ModelProto) the quantizer made
-    from the Paddle VARIABLES (named after them, with a prefix where BatchNorm was folded in); {} for a float model."""
+def layer_weights(model, variables):
+    """{variable name: array} of the convolution and classifier weights of MODEL (an ONNX path, bytes or ModelProto)
+    made from the Paddle VARIABLES: int8 where quantized, float where left float (a prefix names a weight BatchNorm was
+    folded into, a suffix one the quantizer quantized)."""
     import onnx
     from onnx import numpy_helper
 
@@ -156,13 +157,18 @@ def integer_weights(model, variables):
         model = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(model)
     found = {}
     for tensor in model.graph.initializer:
-        if tensor.data_type != onnx.TensorProto.INT8 or not tensor.name.endswith(QUANTIZED_SUFFIX):
+        if len(tensor.dims) < 2:
             continue
-        source = tensor.name[: -len(QUANTIZED_SUFFIX)]
+        source = tensor.name.removesuffix(QUANTIZED_SUFFIX)
         matches = [var for var in variables if source == var or source.endswith("_" + var)]
-        if len(matches) == 1:
+        if len(matches) == 1 and (matches[0] not in found or tensor.data_type == onnx.TensorProto.INT8):
             found[matches[0]] = numpy_helper.to_array(tensor)
     return found
+
+
+def integer_weights(model, variables):
+    """The int8 weights among layer_weights: what was quantized; {} for a float model."""
+    return {var: array for var, array in layer_weights(model, variables).items() if array.dtype == np.int8}
 
 
 def check(float_predict, int8_predict, images, int8_weights, float_weights):
