@@ -94,7 +94,7 @@ def host_recompute(scope, pruner, place, ratio):
     threshold = flat[int(round(ratio * flat.size)) - 1]
     for p, w in zip(pruner.params, weights):
         mask = (np.abs(w) > threshold).astype("float32")
-        static.write(scope, pruner.masks[p.name].name, mask, place)
+        static.write(scope, pruner.masks[p.name], mask, place)
         static.write(scope, p.name, w * mask, place)
 
 

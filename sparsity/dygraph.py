@@ -20,6 +20,11 @@ NORM_LAYERS = tuple(
 )
 
 
+def norm_layer_names(model):
+    """full_name() of every normalization layer of a model: what PaddleSlim's dygraph skip rule names."""
+    return {layer.full_name() for layer in model.sublayers(include_self=True) if isinstance(layer, NORM_LAYERS)}
+
+
 def is_model(obj):
     """True for a paddle.nn.Layer; refused outside dynamic mode (a static program is pruned through its Program)."""
     if not isinstance(obj, paddle.nn.Layer):
@@ -44,6 +49,10 @@ class DygraphBinding:
         self.norm_names = {
             p.name for layer in model.sublayers(include_self=True) if isinstance(layer, NORM_LAYERS) for p in layer.parameters(include_sublayers=False)
         }
+        # a skip set may name a layer by full_name() (PaddleSlim's does, for normalization layers): its own parameters
+        self.layer_params = {
+            layer.full_name(): [p.name for p in layer.parameters(include_sublayers=False)] for layer in model.sublayers(include_self=True)
+        }
         self.no_grad_set = set()
         self.masks, self.pruned = {}, []
 
@@ -60,8 +69,17 @@ class DygraphBinding:
         self.pruned = list(pruned)
         return self.masks
 
+    def ensure_initialized(self):
+        """A mask buffer that user code wrote in another dtype (PaddleSlim's quantization flow assigns bool
+        masks) becomes float32 0/1 again, the same buffer, so the state dict keeps float32 masks."""
+        with paddle.no_grad():
+            for m in self.masks.values():
+                if m.dtype != paddle.float32:
+                    paddle.assign(paddle.cast(m, "float32"), output=m)
+
     def run(self, key, build, feed=None, feed_dtype=None):
         """Run `build(weights, masks, feed)` eagerly on the pruned weights and their masks; outputs as floats."""
+        self.ensure_initialized()
         with paddle.no_grad():
             weights = [p.handle for p in self.pruned]
             masks = [self.masks[p.name] for p in self.pruned]

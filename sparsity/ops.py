@@ -45,5 +45,10 @@ def largest(x):
 
 def masked(weight, mask):
     """weight * mask with the pruned entries +0.0: a negative weight times 0 is -0.0, whose sign bit a
-    bit-exact sparse file would have to keep as a value."""
+    bit-exact sparse file would have to keep as a value. A mask of another dtype than the weight (a bool
+    mask written by user code, which Paddle 3.x refuses to multiply with float32; float32 masks of float16
+    weights) is cast to the weight's dtype first. In a static program the dtype is the declared one: the
+    static binding keeps the scope's masks float32 (see StaticBinding.ensure_initialized)."""
+    if mask.dtype != weight.dtype:
+        mask = paddle.cast(mask, weight.dtype)
     return weight * mask + 0.0

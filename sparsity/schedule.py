@@ -24,6 +24,10 @@ class ConstantSchedule:
     def ratio_at(self, iteration, target):
         return target
 
+    def increments(self, target):
+        """No increments: the ratio is the target throughout."""
+        return []
+
     def __eq__(self, other):
         return type(self) is type(other)
 
@@ -92,6 +96,25 @@ class GMPSchedule:
         period = into * self.pruning_steps // self.pruning_iterations
         return (1.0 - (1.0 - period / self.pruning_steps) ** 3) * (target - initial) + initial
 
+    def increments(self, target):
+        """[(iteration, ratio)] in order: where PaddleSlim's GMPUnstructuredPruner keeps an entry of its
+        `ratios_stack`, and the iteration of the step() that takes it. As many 0.0 as whole periods fit in the
+        stable phase (PaddleSlim's count), one period apart from iteration 0; one per
+        ramp period, at the iteration where its ratio starts; as many `target` as whole periods fit in the tuning
+        phase, one period apart from its start. The period is pruning_iterations / pruning_steps. When the phases
+        are whole periods, these are exactly PaddleSlim's entries and iterations."""
+        steps, pruning = self.pruning_steps, self.pruning_iterations
+        stable_entries = int(float(self.stable_iterations) / pruning * steps)  # PaddleSlim's float arithmetic, to the entry
+        tuning_entries = int(float(self.tunning_iterations) / pruning * steps)
+        stable = [_ceil_div(k * pruning, steps) for k in range(stable_entries)]
+        ramp = [self.stable_iterations + _ceil_div(j * pruning, steps) for j in range(steps)]
+        tuning = [self.stable_iterations + pruning + _ceil_div(k * pruning, steps) for k in range(tuning_entries)]
+        return [(i, 0.0) for i in stable] + [(i, self.ratio_at(i, target)) for i in ramp] + [(i, float(target)) for i in tuning]
+
     @property
     def total_iterations(self):
         return self.stable_iterations + self.pruning_iterations + self.tunning_iterations
+
+
+def _ceil_div(a, b):
+    return -(-a // b)

@@ -20,20 +20,42 @@ def is_conv1x1(shape):
     return len(shape) == 4 and shape[2] == 1 and shape[3] == 1
 
 
-def choose(params, norm_names, source, prune_params_type=None, skip_params_func=None):
+def choose(params, norm_names, source, prune_params_type=None, skip_params_func=None, layer_params=None):
     """The parameters to prune, in order, from a model's parameters (static.Param list).
 
     `skip_params_func(source) -> names` (source: the program or the dygraph model) replaces the
     default skip rule (normalization parameters `norm_names` and 1-D parameters);
     `prune_params_type='conv1x1_only'` then keeps only 4-D weights with a 1x1 kernel.
+    `layer_params` ({layer name: its own parameters' names}) lets a skip set name layers.
     """
     checks.choice(prune_params_type, "prune_params_type", PRUNE_PARAMS_TYPES)
-    if skip_params_func is None:
-        skip = set(norm_names) | {p.name for p in params if len(p.shape) <= 1}
-    elif callable(skip_params_func):
-        skip = set(skip_params_func(source))
-    else:
+    skip = default_skip(params, norm_names) if skip_params_func is None else skip_names(skip_params_func, source)
+    return keep(params, skip, prune_params_type, layer_params)
+
+
+def default_skip(params, norm_names):
+    """The default skip rule's names: normalization parameters and 1-D (or 0-D) parameters such as biases."""
+    return set(norm_names) | {p.name for p in params if len(p.shape) <= 1}
+
+
+def skip_names(skip_params_func, source):
+    """The set of names `skip_params_func(source)` returns (parameter names, or layer names in dygraph)."""
+    if not callable(skip_params_func):
         raise ValueError(f"skip_params_func must be callable as skip_params_func(program or model), got {skip_params_func!r}")
+    names = skip_params_func(source)
+    if isinstance(names, str) or not hasattr(names, "__iter__"):
+        raise ValueError(f"skip_params_func must return a set of parameter (or layer) names, got {names!r}")
+    return set(names)
+
+
+def keep(params, skip, prune_params_type=None, layer_params=None):
+    """`params` less those `skip` names, directly or through their layer (`layer_params`: {layer name:
+    its own parameters' names}, as PaddleSlim's `_should_prune_layer` skips a layer's own parameters,
+    not its sublayers'); with 'conv1x1_only', only 4-D weights with a 1x1 kernel."""
+    skip = set(skip)
+    for layer, names in (layer_params or {}).items():
+        if layer in skip:
+            skip.update(names)
     chosen = [p for p in params if p.name not in skip]
     if prune_params_type == "conv1x1_only":
         chosen = [p for p in chosen if is_conv1x1(p.shape)]

@@ -210,9 +210,12 @@ class StaticBinding:
         self._programs = {}
         self._masking_attached = False
         self.masks, self.pruned = {}, []
+        self.layer_params = {}  # a static program has no layers: a skip set names parameters
 
     def create_masks(self, pruned):
-        """A mask beside every model parameter, as PaddleSlim makes them; only the pruned ones are ever applied."""
+        """A mask beside every model parameter, as PaddleSlim makes them; only the pruned ones are ever applied.
+        Returns PaddleSlim's `pruner.masks`: {parameter name: mask variable name}, for `scope.find_var(...)`
+        (`self.masks` keeps {parameter name: Param of the mask})."""
         existing = persistable_handles(self.program)
         for p in self.model_params:
             name = mask_name(p.name)
@@ -223,7 +226,7 @@ class StaticBinding:
         if all(is_initialized(self.scope, p.name) for p in self.model_params):  # the startup program already ran
             self.ensure_initialized()
         self.attach_masking()
-        return self.masks
+        return {name: m.name for name, m in self.masks.items()}
 
     @property
     def no_grad_set(self):
@@ -231,10 +234,20 @@ class StaticBinding:
         return {m.handle if pir_enabled() else m.name for m in self.masks.values()}
 
     def ensure_initialized(self):
-        """Masks the startup program has not set (the pruner came after it ran) start as ones."""
+        """Masks the startup program has not set (the pruner came after it ran) start as ones; a mask that user
+        code wrote in another dtype (a bool array, say) becomes float32 0/1 again.
+
+        Programs read the masks as the float32 they were declared: PIR picks each kernel by the declared dtype and
+        the legacy executor keeps the kernel of a program's first run, so an in-graph cast cannot follow a tensor
+        whose dtype changed in the scope. This runs before every program of the pruner (not at a step() that
+        runs none: a check costs several microseconds a mask, where that step costs nothing)."""
         for m in self.masks.values():
             if not is_initialized(self.scope, m.name):
                 write(self.scope, m.name, np.ones(m.shape, "float32"), self.place)
+                continue
+            tensor = self.scope.find_var(m.name).get_tensor()
+            if tensor._dtype() != paddle.base.core.VarDesc.VarType.FP32:  # what a scope tensor reports in both IRs
+                write(self.scope, m.name, (np.array(tensor) != 0).astype("float32"), self.place)
 
     def attach_masking(self):
         """Append the in-graph masking once the program has its optimizer ops; True when just attached."""

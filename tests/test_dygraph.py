@@ -46,7 +46,7 @@ def static_masks(state, **kwargs):
             names = static.structural_names(layer)
             pruner = UnstructuredPruner(main, scope=scope, startup_program=startup, **kwargs)
             pruner.step()
-            return {names[p.name]: static.read(scope, pruner.masks[p.name].name) for p in pruner.params}
+            return {names[p.name]: static.read(scope, pruner.masks[p.name]) for p in pruner.params}
     finally:
         paddle.disable_static()
 

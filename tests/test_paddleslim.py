@@ -1,5 +1,6 @@
-"""Against PaddleSlim 2.6.0 itself: checkpoints move both ways through paddle.static.save / load, and
-GMP ratios change at the same iterations.
+"""Against PaddleSlim 2.6.0 itself: checkpoints move both ways through paddle.static.save / load, GMP
+ratios change at the same iterations, both bindings' constructors take PaddleSlim's arguments in its
+order, and the GMP attributes (ratios_stack included) match after every step.
 
 PaddleSlim runs in its own environment (Paddle 2.6.2, numpy<2, decorator, six, requests), found by
 $PADDLESLIM_PYTHON or at .venv-paddleslim/bin/python in the repository; without it these tests skip.
@@ -55,6 +56,30 @@ from paddleslim.prune.unstructured_pruner import GMPUnstructuredPruner, Unstruct
 paddle.enable_static()
 ''' + PROGRAM + '''
 action, prefix = sys.argv[1], sys.argv[2]
+if action == "signatures":  # PaddleSlim's constructors: (name, kind, repr(default)) after self
+    import inspect
+    from paddleslim import dygraph as slim_dygraph
+    def described(cls):
+        return [[p.name, p.kind.name, repr(p.default)] for p in list(inspect.signature(cls.__init__).parameters.values())[1:]]
+    print(json.dumps({
+        "static": {"UnstructuredPruner": described(UnstructuredPruner), "GMPUnstructuredPruner": described(GMPUnstructuredPruner)},
+        "dygraph": {"UnstructuredPruner": described(slim_dygraph.UnstructuredPruner), "GMPUnstructuredPruner": described(slim_dygraph.GMPUnstructuredPruner)},
+    }))
+    sys.exit()
+if action == "gmp":  # PaddleSlim's GMP attributes at the start and after every step
+    out = {}
+    for key, cfg in json.loads(prefix).items():
+        _, startup, _, pruner = build(lambda main: GMPUnstructuredPruner(main, ratio=0.8, place=paddle.CPUPlace(), configs=cfg))
+        paddle.static.Executor(paddle.CPUPlace()).run(startup)
+        names = ["stable_iterations", "pruning_iterations", "tunning_iterations", "pruning_steps", "initial_ratio",
+                 "target_ratio", "ratio_increment_period", "cur_iteration", "ratio", "ratios_stack"]
+        seq = [json.loads(json.dumps({n: getattr(pruner, n) for n in names}))]  # a copy: step() pops the stack itself
+        while pruner.ratios_stack or len(seq) < 3:
+            pruner.step()
+            seq.append(json.loads(json.dumps({n: getattr(pruner, n) for n in ("cur_iteration", "ratio", "ratios_stack")})))
+        out[key] = seq
+    print(json.dumps(out))
+    sys.exit()
 if action == "ratios":
     out = {}
     for key, cfg in json.loads(prefix).items():
@@ -143,7 +168,7 @@ def test_our_checkpoint_resumes_with_paddleslim(tmp_path, static_run):
     paddle.static.save(main, prefix)
     result = slim(tmp_path, "load", prefix)
     assert result["loaded_equal"] and result["zeros_held"]
-    assert result["masked"] == sum(int((static.read(static_run, m.name) == 0).sum()) for m in pruner.masks.values())
+    assert result["masked"] == sum(int((static.read(static_run, m) == 0).sum()) for m in pruner.masks.values())
 
 
 def test_gmp_ratios_change_where_paddleslims_do(tmp_path):
@@ -172,3 +197,47 @@ def test_gmp_pruner_ratio_rises_like_paddleslims(tmp_path):
     finally:
         paddle.disable_static()
     assert ours == theirs
+
+
+def ours_described(signature):
+    return [[p.name, p.kind.name, repr(p.default)] for p in signature.parameters.values() if p.kind != p.KEYWORD_ONLY]
+
+
+def test_signatures_are_paddleslims(tmp_path):
+    """Both bindings take PaddleSlim's arguments in PaddleSlim's order with its defaults (the dygraph classes put
+    threshold before ratio and have no scope or place); the library's own arguments are keyword-only."""
+    theirs = slim(tmp_path, "signatures", "-")
+    for kind in ("static", "dygraph"):
+        for cls in (UnstructuredPruner, GMPUnstructuredPruner):
+            signature = cls.SIGNATURES[kind]
+            assert ours_described(signature) == theirs[kind][cls.__name__], (kind, cls.__name__)
+            extras = [p for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY]
+            assert extras and len(extras) + len(theirs[kind][cls.__name__]) == len(signature.parameters)
+    assert [p[0] for p in theirs["dygraph"]["UnstructuredPruner"][:4]] == ["model", "mode", "threshold", "ratio"]
+
+
+GMP_CONFIGS = {
+    "aligned": dict(stable_iterations=22, pruning_iterations=44, tunning_iterations=22, pruning_steps=4, initial_ratio=0.2, resume_iteration=0),
+    "resumed": dict(stable_iterations=22, pruning_iterations=44, tunning_iterations=22, pruning_steps=4, initial_ratio=0.2, resume_iteration=30),
+    "no_stable": dict(stable_iterations=0, pruning_iterations=60, tunning_iterations=35, pruning_steps=5, initial_ratio=0.05, resume_iteration=0),
+}
+
+
+def test_gmp_attributes_and_ratios_stack_like_paddleslims(tmp_path):
+    """PaddleSlim's GMP attributes, at the start and after every step until its ratios_stack is empty: the same
+    values, the stack consumed at the same steps (phases of whole periods, resumed or not)."""
+    theirs = slim(tmp_path, "gmp", json.dumps(GMP_CONFIGS))
+    paddle.enable_static()
+    try:
+        for key, cfg in GMP_CONFIGS.items():
+            with paddle.static.scope_guard(paddle.static.Scope()):
+                _, startup, _, pruner = namespace["build"](lambda main: GMPUnstructuredPruner(main, ratio=0.8, place=paddle.CPUPlace(), configs=cfg))
+                paddle.static.Executor(paddle.CPUPlace()).run(startup)
+                expected = theirs[key]
+                assert {n: getattr(pruner, n) for n in expected[0]} == expected[0], key
+                for i, want in enumerate(expected[1:]):
+                    pruner.step()
+                    assert {n: getattr(pruner, n) for n in want} == want, f"{key}, step {i + 1}"
+                assert pruner.ratios_stack == [] and pruner.ratio == 0.8
+    finally:
+        paddle.disable_static()
