@@ -15,15 +15,8 @@ from suite.deploy import runtimes
 from suite.errors import run_cli
 from suite.training import program
 from suite.training.program import load_test_graph
-from tests.scripts import (
-    GMP,
-    QUICK,
-    block_imports,
-    check,
-    run,
-    saved_arrays,
-    tree_snapshot,
-)
+from tests import scripts
+from tests.scripts import GMP, QUICK, check, run, saved_arrays, tree_snapshot
 
 HAS_ONNX = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("paddle2onnx") is not None
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="paddle2onnx and onnxruntime are not installed in this environment")
@@ -183,7 +176,7 @@ def test_bad_export_input_is_refused_and_nothing_written(export_inputs, args, me
 
 
 def test_missing_onnx_packages_named_without_a_traceback(export_inputs, monkeypatch, capsys):
-    block_imports(monkeypatch, lambda name, _: name if name.split(".")[0] in ("onnxruntime", "paddle2onnx") else None)
+    scripts.block_imports(monkeypatch, lambda name, _: name if name.split(".")[0] in ("onnxruntime", "paddle2onnx") else None)
     try:
         status = run_cli(export_cli.main, ["--pruned_model", str(export_inputs["run"]), "--output", str(export_inputs["new"]), "--format", "onnx"])
     finally:

@@ -10,15 +10,8 @@ import export as export_cli
 from suite.artefacts import checkpoint
 from suite.deploy import quantize
 from suite.errors import run_cli
-from tests.scripts import (
-    GMP,
-    QUICK,
-    block_imports,
-    check,
-    run,
-    saved_arrays,
-    tree_snapshot,
-)
+from tests import scripts
+from tests.scripts import GMP, QUICK, check, run
 
 try:
     quantize.require_quantization()
@@ -45,7 +38,7 @@ def exported(tmp_path_factory):
 def trained_weights(root):
     """{variable name: array} of the trained checkpoint's model parameters."""
     state = checkpoint.verify(root / "run" / "latest")
-    arrays = saved_arrays(root / "run" / "latest")
+    arrays = scripts.saved_arrays(root / "run" / "latest")
     return {var: arrays[var] for var in state["structure"].values()}, state
 
 
@@ -148,7 +141,7 @@ def test_bad_calibration_input_is_one_line_and_writes_nothing(inputs, args, mess
     import paddle
 
     args = ["--pruned_model", str(inputs["run"]), "--output", str(inputs["new"]), *(a.format(**{k: str(v) for k, v in inputs.items()}) for a in args)]
-    before = tree_snapshot(inputs["run"])
+    before = scripts.tree_snapshot(inputs["run"])
     try:
         status = run_cli(export_cli.main, args)
     except SystemExit as exc:  # argparse's own refusal
@@ -157,7 +150,7 @@ def test_bad_calibration_input_is_one_line_and_writes_nothing(inputs, args, mess
         paddle.disable_static()
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert status == 2 and len(errors) == 1 and message in errors[0], errors
-    assert not os.path.exists(inputs["new"]) and tree_snapshot(inputs["run"]) == before
+    assert not os.path.exists(inputs["new"]) and scripts.tree_snapshot(inputs["run"]) == before
 
 
 def test_packed_int8_model_is_not_a_weights_source(inputs):
@@ -170,7 +163,7 @@ def test_packed_int8_model_is_not_a_weights_source(inputs):
 def test_missing_quantization_tools_named_without_a_traceback(inputs, monkeypatch, capsys):
     import paddle
 
-    block_imports(monkeypatch, lambda name, fromlist: "ml_dtypes" if name == "onnxruntime" and "quantization" in fromlist else None)
+    scripts.block_imports(monkeypatch, lambda name, fromlist: "ml_dtypes" if name == "onnxruntime" and "quantization" in fromlist else None)
     try:
         status = run_cli(export_cli.main, ["--pruned_model", str(inputs["run"]), "--output", str(inputs["new"]), "--format", "sparse_int8"])
     finally:
