@@ -17,8 +17,10 @@ from sparsity import report
 from suite import cli, data
 from suite.analysis import plots
 from suite.analysis.evaluation import open_artefact
+from suite.artefacts.staging import staged_file
 from suite.training import loop
-from suite.errors import ConfigError, WriteError, run_cli
+from suite.training.log import Eta
+from suite.errors import WriteError, run_cli
 
 
 def parse_args(argv=None):
@@ -49,7 +51,7 @@ def evaluate(cfg):
     spec = model.spec
     test_set = data.load_dataset(spec["data"], "test", spec["data_dir"], spec["image_size"], cfg.test_subset)
     batches = data.batches(test_set, cfg.batch_size, False, drop_last=False, num_workers=cfg.num_workers)
-    accuracy = loop.evaluate(model.predict, batches)
+    accuracy = loop.evaluate(model.predict, batches, progress_lines(data.num_batches(test_set, cfg.batch_size, drop_last=False)))
     sparsity = report.summarize([report.count(name, values) for name, values in model.weights.items()], model.targets)
     for row in sparsity["layers"]:
         row["layer"] = model.layers.get(row["name"], "")
@@ -70,16 +72,26 @@ def evaluate(cfg):
     }
 
 
+def progress_lines(total, parts=10):
+    """progress(done) for loop.evaluate: a line on stderr (stdout is the report) every tenth of the batches, with an ETA."""
+    eta = Eta(total)
+
+    def progress(done):
+        if done == total or done % max(1, total // parts) == 0:
+            print(f"evaluated {done}/{total} batches, {eta.update(done)}", file=sys.stderr, flush=True)
+    return progress
+
+
 def write_plots(folder, model, rows):
-    """layer_sparsity.png and weight_histograms.png of the model in FOLDER; returns their paths."""
+    """layer_sparsity.png and weight_histograms.png of the model in FOLDER (each staged); returns their paths."""
     try:
         os.makedirs(folder, exist_ok=True)
-        title = f"{model.spec['model']} x{model.spec['scale']}, {model.kind.replace('_', ' ')} {os.path.relpath(model.path)}"
-        bars = plots.layer_sparsity(rows, os.path.join(folder, "layer_sparsity.png"), title)
-        pruned = {model.layers.get(r["name"]) or r["name"]: model.weights[r["name"]] for r in rows if r["pruned"]}
-        histograms = plots.weight_histograms(pruned, os.path.join(folder, "weight_histograms.png"), f"{title}: pruned weights")
     except OSError as exc:
-        raise WriteError(f"could not write --plots {folder}: {exc}") from exc
+        raise WriteError(f"could not make --plots {folder} ({exc.strerror or exc}); nothing was written there") from exc
+    title = f"{model.spec['model']} x{model.spec['scale']}, {model.kind.replace('_', ' ')} {os.path.relpath(model.path)}"
+    bars = plots.layer_sparsity(rows, os.path.join(folder, "layer_sparsity.png"), title)
+    pruned = {model.layers.get(r["name"]) or r["name"]: model.weights[r["name"]] for r in rows if r["pruned"]}
+    histograms = plots.weight_histograms(pruned, os.path.join(folder, "weight_histograms.png"), f"{title}: pruned weights")
     return [p for p in (bars, histograms) if p]
 
 

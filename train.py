@@ -17,10 +17,10 @@ import models
 from sparsity import report, static
 from suite import cli, data
 from suite.analysis import plots
-from suite.artefacts import checkpoint, weights
-from suite.errors import CheckpointError, ConfigError, WriteError, run_cli
+from suite.artefacts import checkpoint, lock, weights
+from suite.errors import CheckpointError, ConfigError, SuiteError, WriteError, run_cli
 from suite.training import config, distributed, loop, program, resume
-from suite.training.log import RunLog
+from suite.training.log import Eta, RunLog
 
 def parse_args(argv=None):
     p = cli.Parser(description="Sparse training of vision models (PaddlePaddle static graph).")
@@ -169,13 +169,14 @@ def train(cfg, run, log):
         for name, target in targets.items():
             log.line(f"  {layers.get(name, name):<40} {name:<24} " + (f"{target:.4f}" if target is not None else f"global threshold at --ratio {cfg.ratio}"))
     run.sparsity_report = lambda: report.summary(paddle.static.global_scope(), model_params, targets)
+    eta = Eta(cfg.num_epochs * run.steps, already=run.start_epoch * run.steps)
     for epoch in range(run.start_epoch, cfg.num_epochs):
         # dropout's randomness is a function of (seed, epoch, rank) like the data order, so a resumed run repeats it
         paddle.seed(cfg.seed * 1_000_003 + epoch * 1009 + team.rank)
         batches = data.batches(
             run.train_set, cfg.batch_size, True, cfg.seed, epoch, team.rank, team.nranks, num_workers=cfg.num_workers, augment=cfg.data == "cifar10"
         )
-        loop.train_epoch(run.exe, graph, batches, epoch, run.steps, log, cfg.log_period, run.sparsity_report, run.curve)
+        loop.train_epoch(run.exe, graph, batches, epoch, run.steps, log, cfg.log_period, run.sparsity_report, run.curve, eta)
         last = epoch == cfg.num_epochs - 1
         if team.rank == 0 and ((epoch + 1) % cfg.test_period == 0 or last):
             run.history.append(evaluate_epoch(cfg, run, epoch, log))
