@@ -30,12 +30,12 @@ def parse_args(argv=None):
     add("--data", default=None, help="default: the dataset saved with the model")
     add("--data_dir", default=None)
     add("--model", default=None, help="default: the model saved with the checkpoint (needed for a state-dict file)")
-    add("--scale", type=float, default=None)
-    add("--image_size", type=int, default=None)
-    add("--num_classes", type=int, default=None, help="default: the dataset's")
-    add("--batch_size", type=int, default=256)
-    add("--test_subset", type=int, default=None, help="evaluate only the first N test samples")
-    add("--num_workers", type=int, default=2)
+    add("--scale", type=cli.positive_float, default=None)
+    add("--image_size", type=cli.positive_int, default=None)
+    add("--num_classes", type=cli.positive_int, default=None, help="default: the dataset's")
+    add("--batch_size", type=cli.positive_int, default=256)
+    add("--test_subset", type=cli.positive_int, default=None, help="evaluate only the first N test samples")
+    add("--num_workers", type=cli.non_negative_int, default=2)
     add("--use_gpu", type=cli.str2bool, default=None)
     add("--json", default=None, help="also write the results to this JSON file")
     add("--plots", default=None, help="write PNGs to this folder: per-layer sparsity, weight histograms of the pruned layers")
@@ -43,8 +43,6 @@ def parse_args(argv=None):
 
 
 def evaluate(cfg):
-    if cfg.batch_size < 1:
-        raise ConfigError(f"--batch_size {cfg.batch_size} must be >= 1")
     place = cli.choose_place(cfg.use_gpu)
     overrides = {k: getattr(cfg, k) for k in ("model", "scale", "image_size", "num_classes", "data", "data_dir")}
     model = open_artefact(cfg.pruned_model, overrides, place)
@@ -118,11 +116,8 @@ def main(argv=None):
     if cfg.plots and not result["plots"]:
         print("note: matplotlib is not installed, so --plots wrote nothing (pip install matplotlib)")
     if cfg.json:
-        try:
-            with open(cfg.json, "w") as f:
-                json.dump(result, f, indent=1)
-        except OSError as exc:
-            raise WriteError(f"could not write --json {cfg.json}: {exc}") from exc
+        with staged_file(cfg.json, "--json") as staged, open(staged, "w") as f:
+            json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

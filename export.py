@@ -25,9 +25,9 @@ def parse_args(argv=None):
     add("--output", required=True, help="a new folder for the artefacts (never overwritten)")
     add("--format", nargs="+", default=None, help=f"any of {' '.join(export.FORMATS)} (default: {' '.join(export.DEFAULT_FORMATS)}, those whose packages are installed)")
     add("--model", default=None, help="default: the model saved with the checkpoint (needed for a state-dict file)")
-    add("--scale", type=float, default=None)
-    add("--image_size", type=int, default=None)
-    add("--num_classes", type=int, default=None)
+    add("--scale", type=cli.positive_float, default=None)
+    add("--image_size", type=cli.positive_int, default=None)
+    add("--num_classes", type=cli.positive_int, default=None)
     add("--data", default=None, help="the dataset the model was trained on (input channels, size); default: the saved one")
     add("--use_gpu", type=cli.str2bool, default=None)
     return p.parse_args(argv)
@@ -47,7 +47,7 @@ def main(argv=None):
     overrides = {k: getattr(cfg, k) for k in ("model", "scale", "image_size", "num_classes", "data")}
     spec = resolve_spec(source.spec, overrides)
     graph, exe, scope = load_test_graph(source, spec, place)
-    manifest = export.export(graph, exe, scope, spec, formats, cfg.output, source.path, source.targets)
+    manifest = export.export(graph, exe, scope, spec, formats, cfg.output, source.path, source.targets, progress=lambda line: print(line, flush=True))
 
     dense = manifest["dense_float32_bytes"]
     print(f"exported {spec['model']} x{spec['scale']} from {source.path} to {cfg.output}")

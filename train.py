@@ -71,8 +71,8 @@ def parse_args(argv=None):
     add("--skip_bad_samples", action="store_true", help="ImageNet folders: skip bad list lines and images (counted) instead of stopping")
     add("--use_gpu", type=cli.str2bool, default=None, help="default: GPU when Paddle has CUDA and one is visible")
     add("--seed", type=int, default=0)
-    add("--train_subset", type=int, default=None, help="use only the first N training samples (quick runs)")
-    add("--test_subset", type=int, default=None, help="use only the first N test samples")
+    add("--train_subset", type=cli.positive_int, default=None, help="use only the first N training samples (quick runs)")
+    add("--test_subset", type=cli.positive_int, default=None, help="use only the first N test samples")
     return p.parse_args(argv)
 
 

@@ -8,7 +8,6 @@ into place at the end, so a failed export leaves nothing behind and never touche
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -16,9 +15,10 @@ import numpy as np
 import paddle
 
 from sparsity import static
-from suite.artefacts import sparse_file, weights
+from suite.artefacts import checkpoint, sparse_file, staging, weights
 from suite.deploy import runtimes
-from suite.errors import ConfigError, WriteError
+from suite.errors import CheckpointError, ConfigError, WriteError
+from suite.training.log import Eta
 
 FORMATS = ("paddle", "onnx", "sparse", "state_dict")
 DEFAULT_FORMATS = ("paddle", "onnx", "sparse")
@@ -44,34 +44,25 @@ def check_output(output):
         raise ConfigError(f"--output {output} already exists and is not empty; pass a new folder (exports never overwrite)")
 
 
-def export(graph, exe, scope, spec, formats, output, source_path, targets):
+def export(graph, exe, scope, spec, formats, output, source_path, targets, progress=print):
     """Write the chosen formats of the weights now in `scope` (loaded into `graph`, a program.TestGraph) to OUTPUT.
 
-    `targets` maps the pruned tensors' structural names to their target ratios. Returns the manifest (files, sizes, checks).
+    `targets` maps the pruned tensors' structural names to their target ratios; `progress(line)` gets a line (with an
+    ETA) as each format is written and checked. Returns the manifest (files, sizes, checks).
     """
     check_output(output)
     if "onnx" in formats:
         runtimes.require_onnx()
-    parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".tmp-export-{os.path.basename(os.path.abspath(output))}-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    try:
-        manifest = _write_all(graph, exe, scope, spec, formats, staging, source_path, targets)
-        if os.path.isdir(output):
-            os.rmdir(output)  # empty (check_output), so nothing is lost
-        os.rename(staging, output)
-    except WriteError:
-        raise
-    except OSError as exc:
-        raise WriteError(f"could not write the export to {output} ({exc}); nothing was written there") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+    with staging.staged_folder(output, "the export to") as folder:
+        return _write_all(graph, exe, scope, spec, formats, folder, source_path, targets, progress)
 
 
-def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets):
+def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets, progress):
+    eta = Eta(len(formats))
+
+    def checked(fmt):
+        progress(f"exported and checked {fmt} ({len(checks)}/{len(formats)}), {eta.update(len(checks))}")
+
     rng = np.random.default_rng(0)
     sample = rng.standard_normal((SAMPLE_BATCH, spec["in_channels"], spec["image_size"], spec["image_size"])).astype("float32")
     (expected,) = exe.run(graph.test, feed={"image": sample}, fetch_list=[graph.logits], scope=scope)
@@ -83,23 +74,28 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets):
         paddle.static.save_inference_model(
             os.path.join(folder, runtimes.INFERENCE_PREFIX), [graph.images], [graph.logits], exe, program=graph.test
         )
-        checks["paddle"] = _compare("Paddle Inference", runtimes.paddle_inference(folder, place)(sample), expected)
+        checks["paddle"] = _compare("Paddle Inference", _run_check(runtimes.paddle_inference, folder, place, sample), expected)
+        if "paddle" in formats:
+            checked("paddle")
     if "onnx" in formats:
         onnx_path = os.path.join(folder, ONNX_FILE)
         _convert_to_onnx(folder, onnx_path)
-        checks["onnx"] = _compare("ONNX Runtime", runtimes.onnx_runtime(onnx_path, place)(sample), expected)
+        checks["onnx"] = _compare("ONNX Runtime", _run_check(runtimes.onnx_runtime, onnx_path, place, sample), expected)
         if "paddle" not in formats:
             for path in runtimes.inference_model_files(folder):
                 os.remove(path)
             del checks["paddle"]
+        checked("onnx")
     if "sparse" in formats:
         path = os.path.join(folder, SPARSE_FILE)
         sparse_file.write(path, tensors, metadata={"spec": spec, "targets": dict(targets)})
         checks["sparse"] = _check_round_trip(path, sparse_file.read(path)[0], tensors)
+        checked("sparse")
     if "state_dict" in formats:
         path = os.path.join(folder, STATE_DICT_FILE)
         paddle.save(tensors, path, protocol=4)
         checks["state_dict"] = _check_round_trip(path, weights.read_state_dict(path), tensors)
+        checked("state_dict")
     dense_bytes = sum(a.nbytes for a in tensors.values())
     manifest = {
         "format_version": 1,
@@ -109,6 +105,7 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets):
         "paddle_version": paddle.__version__,
         "dense_float32_bytes": int(dense_bytes),
         "files": {name: os.path.getsize(os.path.join(folder, name)) for name in sorted(os.listdir(folder))},
+        "sha256": {name: checkpoint.sha256_of(os.path.join(folder, name)) for name in sorted(os.listdir(folder))},
         "checks": checks,
         "targets": dict(targets),
         "structure": graph.structure,
@@ -116,6 +113,14 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets):
     with open(os.path.join(folder, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
     return manifest
+
+
+def _run_check(runtime, path, place, sample):
+    """The runtime's logits for `sample` from the file just written; a runtime refusing it fails the export's check."""
+    try:
+        return runtime(path, place)(sample)
+    except CheckpointError as exc:
+        raise WriteError(f"{exc}; the export failed its check and was not kept") from exc
 
 
 def _check_round_trip(path, restored, tensors):
