@@ -6,6 +6,7 @@
 Flags follow PaddleSlim's unstructured-pruning demo; see README.md for all of them.
 """
 import suite  # noqa: F401,I001 - first: prepares the process for Paddle (see suite/__init__.py)
+import contextlib
 import hashlib
 import os
 import sys
@@ -96,12 +97,14 @@ def setup(cfg):
     config.check_gmp_fits(cfg, steps)
     place = cli.choose_place(cfg.use_gpu)
     pretrained = weights.read(cfg.pretrained_model) if cfg.pretrained_model else None  # checked even when resuming
+    latest = resume.latest_link(cfg.model_path)
     folder, state = resume.find_resume_point(cfg, nranks)
     if folder:
         pretrained = None  # a resumed run continues from its own weights
     num_classes = max(getattr(s, "num_classes", info.num_classes) for s in (train_set, test_set))
     return SimpleNamespace(
-        info=info, train_set=train_set, test_set=test_set, steps=steps, folder=folder, state=state, place=place, num_classes=num_classes, pretrained=pretrained
+        info=info, train_set=train_set, test_set=test_set, steps=steps, folder=folder, state=state, place=place, num_classes=num_classes, pretrained=pretrained,
+        latest=latest,
     )
 
 
@@ -137,14 +140,33 @@ def prepare(cfg):
     return run
 
 
+def hold_model_path(cfg, run):
+    """Rank 0 locks --model_path for the run: refused while another run holds it, or if another run wrote there
+    since `setup` looked. Every rank learns the outcome, so all go on or all stop. Returns what to hold it with."""
+    held, problem = None, None
+    if run.team.rank == 0:
+        try:
+            held = lock.acquire(cfg.model_path, f"--model_path {cfg.model_path}")
+            if resume.latest_link(cfg.model_path) != run.latest:
+                raise ConfigError(f"another run wrote to --model_path {cfg.model_path} while this one was starting; start again")
+        except SuiteError as exc:
+            problem = exc
+    if not run.team.all_ok(problem is None):
+        if held:
+            held.release()
+        raise problem or ConfigError(f"rank 0 could not take --model_path {cfg.model_path} (its log says why), so every rank stops")
+    return held or contextlib.nullcontext()
+
+
 def main(argv=None):
     cfg = parse_args(argv)
     run = prepare(cfg)
-    log = RunLog(cfg.log_dir, run.team.rank)
-    try:
-        train(cfg, run, log)
-    finally:
-        log.close()
+    with hold_model_path(cfg, run):
+        log = RunLog(cfg.log_dir, run.team.rank)
+        try:
+            train(cfg, run, log)
+        finally:
+            log.close()
 
 
 def train(cfg, run, log):
@@ -226,8 +248,8 @@ def weights_digest(program):
 
 
 def save_checkpoint(cfg, run, epoch, log):
-    """Rank 0 writes the checkpoint; every rank waits until it is complete."""
-    graph, team = run.graph, run.team
+    """Rank 0 writes the checkpoint; every rank waits until it is complete, and all stop if it could not be written."""
+    graph, team, problem = run.graph, run.team, None
     if team.nranks > 1:
         log.line(f"epoch {epoch} weights+masks sha256 {weights_digest(graph.main)}")
     if team.rank == 0:
@@ -249,11 +271,11 @@ def save_checkpoint(cfg, run, epoch, log):
             "curve": run.curve,
         }
         try:
-            path = checkpoint.save(cfg.model_path, epoch, graph.main, state, keep=cfg.keep_checkpoints)
-        except OSError as exc:
-            raise WriteError(f"could not write the checkpoint of epoch {epoch} to {cfg.model_path} ({exc}); the previous checkpoint is kept") from exc
-        log.line(f"saved {path}")
-    team.barrier()
+            log.line(f"saved {checkpoint.save(cfg.model_path, epoch, graph.main, state, keep=cfg.keep_checkpoints)}")
+        except WriteError as exc:
+            problem = exc
+    if not team.all_ok(problem is None):
+        raise problem or WriteError(f"rank 0 could not write the checkpoint of epoch {epoch} (its log says why), so every rank stops")
 
 
 if __name__ == "__main__":
