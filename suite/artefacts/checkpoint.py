@@ -119,8 +119,7 @@ def write_persistables(folder, program, scope):
     for suffix, values in groups.items():
         with open(os.path.join(folder, PREFIX + suffix), "wb") as f:
             pickle.dump(values, f, protocol=4)
-    with open(os.path.join(folder, MASKS), "wb") as f:
-        np.savez_compressed(f, **pack_masks(masks))
+    staging.write_npz(os.path.join(folder, MASKS), pack_masks(masks))
 
 
 def save(model_path, epoch, program, state, keep=0):

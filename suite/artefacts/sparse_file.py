@@ -22,6 +22,7 @@ bitmasks further. "Non-zero" is by bits, so -0.0 is kept as a value and the roun
 import hashlib
 import json
 import math
+import os
 
 import numpy as np
 
@@ -110,9 +111,8 @@ def encode(tensors, metadata=None):
 def write(path, tensors, metadata=None):
     """Write the file at `path` (staged, so never half-written); returns its size in bytes."""
     with staging.staged_file(path, "the sparse weights file") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **encode(tensors, metadata))
-            return f.tell()
+        staging.write_npz(tmp, encode(tensors, metadata))
+        return os.path.getsize(tmp)
 
 
 def read(path):

@@ -9,7 +9,10 @@ never arrived.
 import os
 import re
 import shutil
+import zipfile
 from contextlib import contextmanager
+
+import numpy as np
 
 from suite.errors import SuiteError, WriteError
 
@@ -125,3 +128,12 @@ def staged_folder(path, what, replace=False, kept=None):
             os.rmdir(path)  # empty, or OSError: another writer filled it first
         os.rename(staging, path)
         _remove(old)
+
+
+def write_npz(path, entries):
+    """What np.savez_compressed writes (a deflated zip of .npy entries), but with the archive closed even when a
+    write fails: NumPy 1.x leaves it open, and its clean-up then fails again, noisily, when the process exits."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        for name, array in entries.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
