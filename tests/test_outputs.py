@@ -8,10 +8,11 @@ import importlib.util
 import os
 import signal
 
+import paddle
 import pytest
 
 from suite.artefacts import lock, staging
-from suite.errors import ConfigError, WriteError
+from suite.errors import ConfigError, WriteError, run_cli
 from tests.scripts import QUICK, check, error_lines, run, start
 
 needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib is not installed here")
@@ -66,6 +67,22 @@ def test_export_to_a_full_or_unwritable_place_is_one_line_and_leaves_nothing(tra
     errors = error_lines(unwritable.stderr)
     assert unwritable.returncode == 4 and len(errors) == 1 and "Traceback" not in unwritable.stderr, unwritable.stderr[-2000:]
     assert f"could not write the export to {tmp_path / 'a_file' / 'out'}" in errors[0]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("visualdl") is None, reason="visualdl is not installed here")
+def test_unwritable_log_dir_is_one_line_and_leaves_no_model_path(tmp_path, capsys):
+    import train
+
+    (tmp_path / "a_file").write_text("not a folder")
+    try:
+        status = run_cli(train.main, [*QUICK, "--train_subset", "640", "--pruning_strategy", "none", "--num_epochs", "1",
+                                      "--model_path", str(tmp_path / "run"), "--log_dir", str(tmp_path / "a_file" / "vdl")])
+    finally:
+        paddle.disable_static()
+    errors = error_lines(capsys.readouterr().err)
+    assert status == 4 and errors == [f"error: could not make --log_dir {tmp_path / 'a_file' / 'vdl'} (Not a directory); "
+                                      "pass a folder that can be written"]
+    assert not os.path.exists(tmp_path / "run")  # made for the run under its lock, removed with it
 
 
 KILL_WHEN_WRITING = """

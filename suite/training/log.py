@@ -2,6 +2,8 @@
 import sys
 import time
 
+from suite.errors import WriteError
+
 
 def duration(seconds):
     """'45s', '12m05s' or '3h07m': a time span as progress lines show it."""
@@ -40,7 +42,10 @@ class RunLog:
             except ImportError:
                 self.line(f"note: visualdl is not installed, so no scalars are written to {log_dir} (pip install visualdl)")
             else:
-                self._writer = LogWriter(logdir=log_dir)
+                try:
+                    self._writer = LogWriter(logdir=log_dir)
+                except OSError as exc:
+                    raise WriteError(f"could not make --log_dir {log_dir} ({exc.strerror or exc}); pass a folder that can be written") from exc
 
     def line(self, text):
         prefix = "" if self.rank == 0 else f"[rank {self.rank}] "
