@@ -22,7 +22,7 @@ from numpy.lib import format as npy
 
 import evaluate
 import train
-from suite.artefacts import checkpoint, sparse_file
+from suite.artefacts import checkpoint, sparse_file, weights
 from suite.deploy import runtimes
 from suite.errors import CheckpointError, run_cli
 from tests.scripts import GMP, QUICK, check, error_lines, run, tree_snapshot
@@ -323,6 +323,15 @@ def test_onnx_external_data_outside_its_folder_is_refused(trained, tmp_path, cap
     onnx.save(model, path)
     refresh_export_manifest(tmp_path / "export")
     refused_in_process(evaluate.main, ["--pruned_model", path], capsys, path, "which is not a file inside")
+
+
+def test_state_dict_of_another_dtype_is_one_line_naming_the_tensor(trained, tmp_path, capsys):
+    """A zoo-style file saved as float64 matched every shape and ended in a traceback inside Paddle."""
+    path = tmp_path / "float64.pdparams"
+    arrays = weights.read_state_dict(str(trained / "export" / "model.pdparams"))
+    paddle.save({key: value.astype("float64") for key, value in arrays.items()}, str(path))
+    refused_in_process(evaluate.main, ["--pruned_model", path, "--model", "LeNet", "--data", "fashion_mnist"], capsys,
+                       path, "holds float64 values, the model's are float32")
 
 
 BROKEN_CONFIGS = {

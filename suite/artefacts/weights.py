@@ -15,6 +15,7 @@ from suite.errors import CheckpointError
 
 STATE_DICT_SUFFIXES = (".pdparams",)
 EXPORT_MANIFEST = "export.json"  # written by export.py beside its artefacts: the model and data they are for
+MODEL_DTYPE = "float32"  # of every parameter and statistic of the suite's programs
 EXPORT_FIX = "export the model again"
 TARGETS_FIELDS = map_of(optional(ratio))
 EXPORT_FIELDS = record({"spec": checkpoint.SPEC_FIELDS, "targets": TARGETS_FIELDS, "structure": map_of(text), "files": map_of(integer(0))},
@@ -170,6 +171,9 @@ def match(source, structure, shapes, head_prefixes=()):
             raise CheckpointError(
                 f"{source.path} does not match this model: {key} has shape {list(got)}, the model needs {list(want)}; check --model, --scale and --data"
             )
+        if arrays[key].dtype != MODEL_DTYPE:
+            raise CheckpointError(f"{source.path}: {key} holds {arrays[key].dtype} values, the model's are {MODEL_DTYPE}; "
+                                  f"save the weights as {MODEL_DTYPE}")
         values[var] = arrays[key]
     extra = sorted(set(arrays) - set(structure))
     if extra:
