@@ -130,7 +130,8 @@ def save(model_path, epoch, program, state, keep=0):
     """
     name = f"epoch_{epoch}"
     final = os.path.join(model_path, name)
-    kept = f"{os.path.join(model_path, LATEST)} still names the previous checkpoint"
+    latest = os.path.join(model_path, LATEST)
+    kept = f"{latest} still names the previous checkpoint" if os.path.lexists(latest) else "no checkpoint was written"
     with staging.staged_folder(final, f"the checkpoint of epoch {epoch} to", replace=True, kept=kept) as folder:
         staging.remove_leftovers(model_path)
         write_persistables(folder, program, paddle.static.global_scope())
