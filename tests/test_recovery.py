@@ -15,7 +15,7 @@ from PIL import Image
 import train
 from sparsity.ops import pir_enabled
 from suite.artefacts import checkpoint
-from suite.errors import run_cli
+from suite.errors import CheckpointError, run_cli
 from tests.scripts import (
     GMP,
     QUICK,
@@ -128,8 +128,10 @@ def test_kill_during_checkpoint_save_keeps_previous_checkpoint(reference, tmp_pa
     proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL
     assert os.readlink(out / "latest") == "epoch_0" and not os.path.exists(out / "epoch_1")
-    assert [n for n in os.listdir(out) if n.startswith(".tmp-epoch_1")]  # the half-written save
+    (staged,) = [n for n in os.listdir(out) if n.startswith(".tmp-epoch_1")]  # the save, written but never renamed
     assert checkpoint.verify(out)["epoch"] == 0  # latest still loads
+    with pytest.raises(CheckpointError, match="a staging folder a write that did not finish left behind"):
+        checkpoint.verify(out / staged)  # complete as it may look, it is never read as a checkpoint
     check(run("train.py", *RUN, "--model_path", out, "--resume"))
     assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
     assert_same_final_state(reference, out)

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 
 from sparsity import selection, static
-from suite.artefacts import weights
+from suite.artefacts import staging, weights
 from suite.deploy import runtimes
 from suite.errors import CheckpointError, ConfigError
 from suite.training import loop
@@ -43,7 +43,7 @@ FIXED_IN_EXPORTS = ("model", "scale", "image_size", "num_classes")
 
 def open_artefact(path, overrides, place):
     """The Artefact at PATH; `overrides` ({flag: value or None}) replace the model/data facts saved with it."""
-    weights.refuse_staged(path)
+    staging.refuse_staged(path)
     kind = deployed_kind(path)
     if kind is None:
         return _open_weights(weights.read(path), overrides, place)

@@ -174,6 +174,7 @@ def _prune_old(model_path, keep, newest):
 
 def resolve(path):
     """The checkpoint folder for PATH: a checkpoint itself, or a model_path whose `latest` names one."""
+    staging.refuse_staged(path)
     if os.path.isfile(os.path.join(path, MANIFEST)):
         return path
     latest = os.path.join(path, LATEST)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from suite.errors import SuiteError, WriteError
+from suite.errors import CheckpointError, SuiteError, WriteError
 
 PREFIX = ".tmp-"
 _LEFTOVER = re.compile(rf"^{re.escape(PREFIX)}(?P<name>.+)-(?P<pid>\d+)(?P<old>\.old)?$")
@@ -29,6 +29,14 @@ def staging_path(path):
 def is_staging(name):
     """True for a file or folder name that a writer stages under (never a result)."""
     return name.startswith(PREFIX)
+
+
+def refuse_staged(path):
+    """A CheckpointError for a path inside a staging folder: what a killed write left is never read as a result."""
+    staged = [part for part in os.path.abspath(path).split(os.sep) if is_staging(part)]
+    if staged:
+        raise CheckpointError(f"{path} is in {staged[0]}, a staging folder a write that did not finish left behind, not a "
+                              "result; the next write there removes it")
 
 
 def shown(path):

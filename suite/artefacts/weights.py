@@ -35,17 +35,9 @@ class Source:
     targets: dict = field(default_factory=dict)
 
 
-def refuse_staged(path):
-    """A CheckpointError for a path inside a staging folder: what a killed write left is never read as a result."""
-    staged = [part for part in os.path.abspath(path).split(os.sep) if staging.is_staging(part)]
-    if staged:
-        raise CheckpointError(f"{path} is in {staged[0]}, a staging folder a write that did not finish left behind, not a "
-                              "result; the next write there removes it")
-
-
 def kind_of(path):
     """'checkpoint', 'sparse' or 'state_dict' for PATH, or a CheckpointError saying what is accepted."""
-    refuse_staged(path)
+    staging.refuse_staged(path)
     if os.path.isdir(path):
         checkpoint.resolve(path)  # raises with the checkpoint's own message
         return "checkpoint"
