@@ -17,8 +17,10 @@ from sparsity import report
 from suite import cli, data
 from suite.analysis import plots
 from suite.analysis.evaluation import open_artefact
+from suite.artefacts.staging import staged_file
 from suite.training import loop
-from suite.errors import ConfigError, WriteError, run_cli
+from suite.training.log import Eta
+from suite.errors import WriteError, run_cli
 
 
 def parse_args(argv=None):
@@ -28,12 +30,12 @@ def parse_args(argv=None):
     add("--data", default=None, help="default: the dataset saved with the model")
     add("--data_dir", default=None)
     add("--model", default=None, help="default: the model saved with the checkpoint (needed for a state-dict file)")
-    add("--scale", type=float, default=None)
-    add("--image_size", type=int, default=None)
-    add("--num_classes", type=int, default=None, help="default: the dataset's")
-    add("--batch_size", type=int, default=256)
-    add("--test_subset", type=int, default=None, help="evaluate only the first N test samples")
-    add("--num_workers", type=int, default=2)
+    add("--scale", type=cli.positive_float, default=None)
+    add("--image_size", type=cli.positive_int, default=None)
+    add("--num_classes", type=cli.positive_int, default=None, help="default: the dataset's")
+    add("--batch_size", type=cli.positive_int, default=256)
+    add("--test_subset", type=cli.positive_int, default=None, help="evaluate only the first N test samples")
+    add("--num_workers", type=cli.non_negative_int, default=2)
     add("--use_gpu", type=cli.str2bool, default=None)
     add("--json", default=None, help="also write the results to this JSON file")
     add("--plots", default=None, help="write PNGs to this folder: per-layer sparsity, weight histograms of the pruned layers")
@@ -41,15 +43,13 @@ def parse_args(argv=None):
 
 
 def evaluate(cfg):
-    if cfg.batch_size < 1:
-        raise ConfigError(f"--batch_size {cfg.batch_size} must be >= 1")
     place = cli.choose_place(cfg.use_gpu)
     overrides = {k: getattr(cfg, k) for k in ("model", "scale", "image_size", "num_classes", "data", "data_dir")}
     model = open_artefact(cfg.pruned_model, overrides, place)
     spec = model.spec
     test_set = data.load_dataset(spec["data"], "test", spec["data_dir"], spec["image_size"], cfg.test_subset)
     batches = data.batches(test_set, cfg.batch_size, False, drop_last=False, num_workers=cfg.num_workers)
-    accuracy = loop.evaluate(model.predict, batches)
+    accuracy = loop.evaluate(model.predict, batches, progress_lines(data.num_batches(test_set, cfg.batch_size, drop_last=False)))
     sparsity = report.summarize([report.count(name, values) for name, values in model.weights.items()], model.targets)
     for row in sparsity["layers"]:
         row["layer"] = model.layers.get(row["name"], "")
@@ -70,16 +70,26 @@ def evaluate(cfg):
     }
 
 
+def progress_lines(total, parts=10):
+    """progress(done) for loop.evaluate: a line on stderr (stdout is the report) every tenth of the batches, with an ETA."""
+    eta = Eta(total)
+
+    def progress(done):
+        if done == total or done % max(1, total // parts) == 0:
+            print(f"evaluated {done}/{total} batches, {eta.update(done)}", file=sys.stderr, flush=True)
+    return progress
+
+
 def write_plots(folder, model, rows):
-    """layer_sparsity.png and weight_histograms.png of the model in FOLDER; returns their paths."""
+    """layer_sparsity.png and weight_histograms.png of the model in FOLDER (each staged); returns their paths."""
     try:
         os.makedirs(folder, exist_ok=True)
-        title = f"{model.spec['model']} x{model.spec['scale']}, {model.kind.replace('_', ' ')} {os.path.relpath(model.path)}"
-        bars = plots.layer_sparsity(rows, os.path.join(folder, "layer_sparsity.png"), title)
-        pruned = {model.layers.get(r["name"]) or r["name"]: model.weights[r["name"]] for r in rows if r["pruned"]}
-        histograms = plots.weight_histograms(pruned, os.path.join(folder, "weight_histograms.png"), f"{title}: pruned weights")
     except OSError as exc:
-        raise WriteError(f"could not write --plots {folder}: {exc}") from exc
+        raise WriteError(f"could not make --plots {folder} ({exc.strerror or exc}); nothing was written there") from exc
+    title = f"{model.spec['model']} x{model.spec['scale']}, {model.kind.replace('_', ' ')} {os.path.relpath(model.path)}"
+    bars = plots.layer_sparsity(rows, os.path.join(folder, "layer_sparsity.png"), title)
+    pruned = {model.layers.get(r["name"]) or r["name"]: model.weights[r["name"]] for r in rows if r["pruned"]}
+    histograms = plots.weight_histograms(pruned, os.path.join(folder, "weight_histograms.png"), f"{title}: pruned weights")
     return [p for p in (bars, histograms) if p]
 
 
@@ -106,11 +116,8 @@ def main(argv=None):
     if cfg.plots and not result["plots"]:
         print("note: matplotlib is not installed, so --plots wrote nothing (pip install matplotlib)")
     if cfg.json:
-        try:
-            with open(cfg.json, "w") as f:
-                json.dump(result, f, indent=1)
-        except OSError as exc:
-            raise WriteError(f"could not write --json {cfg.json}: {exc}") from exc
+        with staged_file(cfg.json, "--json") as staged, open(staged, "w") as f:
+            json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

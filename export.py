@@ -28,12 +28,12 @@ def parse_args(argv=None):
     add("--output", required=True, help="a new folder for the artefacts (never overwritten)")
     add("--format", nargs="+", default=None, help=f"any of {' '.join(export.FORMATS)} (default: {' '.join(export.DEFAULT_FORMATS)}, those whose packages are installed)")
     add("--model", default=None, help="default: the model saved with the checkpoint (needed for a state-dict file)")
-    add("--scale", type=float, default=None)
-    add("--image_size", type=int, default=None)
-    add("--num_classes", type=int, default=None)
+    add("--scale", type=cli.positive_float, default=None)
+    add("--image_size", type=cli.positive_int, default=None)
+    add("--num_classes", type=cli.positive_int, default=None)
     add("--data", default=None, help="the dataset the model was trained on (input channels, size); default: the saved one")
     add("--data_dir", default=None, help="where its training images are (INT8 calibration); default: the saved one")
-    add("--calibration_images", type=int, default=quantize.DEFAULT_CALIBRATION_IMAGES,
+    add("--calibration_images", type=cli.positive_int, default=quantize.DEFAULT_CALIBRATION_IMAGES,
         help=f"INT8 formats: calibrate on the first N training images (default {quantize.DEFAULT_CALIBRATION_IMAGES})")
     add("--calibration_method", default=quantize.DEFAULT_CALIBRATION_METHOD, choices=quantize.CALIBRATION_METHODS,
         help=f"INT8 formats: how activation ranges are chosen from them (default {quantize.DEFAULT_CALIBRATION_METHOD})")
@@ -59,7 +59,8 @@ def main(argv=None):
     if set(formats) & set(export.INT8_FORMATS):
         calibration = quantize.calibration_images(spec, cfg.calibration_images, cfg.calibration_method, cfg.data_dir)
     graph, exe, scope = load_test_graph(source, spec, place)
-    manifest = export.export(graph, exe, scope, spec, formats, cfg.output, source.path, source.targets, calibration)
+    manifest = export.export(graph, exe, scope, spec, formats, cfg.output, source.path, source.targets, calibration,
+                             progress=lambda line: print(line, flush=True))
 
     dense = manifest["dense_float32_bytes"]
     print(f"exported {spec['model']} x{spec['scale']} from {source.path} to {cfg.output}")

@@ -13,17 +13,17 @@ import suite  # noqa: F401,I001 - first: prepares the process for Paddle (see su
 import csv
 import json
 import os
-import shutil
 import sys
 
 from sparsity import checks, selection, static
 from suite import cli, data
 from suite.analysis import plots, sensitivity
 from suite.artefacts import weights as weight_sources
+from suite.artefacts.staging import staged_folder
 from suite.deploy.export import check_output
 from suite.training import loop
 from suite.training.program import load_test_graph, resolve_spec
-from suite.errors import ConfigError, WriteError, run_cli
+from suite.errors import ConfigError, run_cli
 
 DEFAULT_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -34,16 +34,16 @@ def parse_args(argv=None):
     add("--pretrained_model", required=True, help="checkpoint folder, state-dict .pdparams or .sparse.npz (dense weights, usually)")
     add("--output", required=True, help="a new folder for sensitivity.csv, sensitivity.png, sparsity_config.json")
     add("--model", default=None, help="default: the model saved with the weights (needed for a state-dict file)")
-    add("--scale", type=float, default=None)
+    add("--scale", type=cli.positive_float, default=None)
     add("--data", default=None, help="default: the dataset saved with the weights")
     add("--data_dir", default=None)
-    add("--image_size", type=int, default=None)
-    add("--num_classes", type=int, default=None)
+    add("--image_size", type=cli.positive_int, default=None)
+    add("--num_classes", type=cli.positive_int, default=None)
     add("--ratios", type=float, nargs="+", default=DEFAULT_RATIOS, help="ratios each layer is pruned to")
     add("--granularity", nargs="+", default=["element"], help="element | block M N | nm N M | channel [DIM [NORM]] | random [SEED]")
     add("--prune_params_type", type=cli.optional_name, default=None, choices=[None, "conv1x1_only"])
-    add("--val_subset", type=int, default=1000, help="held-out samples to measure top-1 on")
-    add("--batch_size", type=int, default=256)
+    add("--val_subset", type=cli.positive_int, default=1000, help="held-out samples to measure top-1 on")
+    add("--batch_size", type=cli.positive_int, default=256)
     add("--target_sparsity", type=float, default=None, help="propose per-layer ratios reaching this sparsity of the scanned set")
     add("--max_drop", type=float, default=0.05, help="with --target_sparsity: no layer's own top-1 drop above this (0.05 = 5 points)")
     add("--use_gpu", type=cli.str2bool, default=None)
@@ -63,8 +63,6 @@ def check_flags(cfg):
         raise ConfigError(str(exc)) from exc
     if cfg.ratios != sorted(set(cfg.ratios)):
         raise ConfigError(f"--ratios {' '.join(map(str, cfg.ratios))} must be ascending and distinct, e.g. 0.1 0.2 ... 0.9")
-    if cfg.batch_size < 1:
-        raise ConfigError(f"--batch_size {cfg.batch_size} must be >= 1")
     check_output(cfg.output)
     return rule
 
@@ -113,10 +111,7 @@ def main(argv=None):
 
 def write_results(cfg, spec, source, points, dense_top1, proposed, layers, sizes):
     """sensitivity.csv, sensitivity.png and (with a proposal) sparsity_config.json, written to a staging folder then renamed."""
-    staging = os.path.join(os.path.dirname(os.path.abspath(cfg.output)), f".tmp-sensitivity-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        os.makedirs(staging)
+    with staged_folder(cfg.output, "--output") as staging:
         with open(os.path.join(staging, "sensitivity.csv"), "w", newline="") as f:
             table = csv.writer(f)
             table.writerow(["parameter", "layer", "size", "ratio", "top1", "drop"])
@@ -129,13 +124,6 @@ def write_results(cfg, spec, source, points, dense_top1, proposed, layers, sizes
             config_file = {layers.get(name) or name: round(ratio, 4) for name, ratio in proposed.items()}
             with open(os.path.join(staging, "sparsity_config.json"), "w") as f:
                 json.dump(config_file, f, indent=1)
-        if os.path.isdir(cfg.output):
-            os.rmdir(cfg.output)  # empty (check_output)
-        os.rename(staging, cfg.output)
-    except OSError as exc:
-        raise WriteError(f"could not write --output {cfg.output} ({exc}); nothing was written there") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote {os.path.join(cfg.output, 'sensitivity.csv')}" + (f", {os.path.join(cfg.output, 'sensitivity.png')}" if png else " (no PNG: matplotlib is not installed)"))
     if proposed is not None:
         rounded = {name: round(ratio, 4) for name, ratio in proposed.items()}

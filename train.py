@@ -6,6 +6,7 @@
 Flags follow PaddleSlim's unstructured-pruning demo; see README.md for all of them.
 """
 import suite  # noqa: F401,I001 - first: prepares the process for Paddle (see suite/__init__.py)
+import contextlib
 import hashlib
 import os
 import sys
@@ -17,10 +18,10 @@ import models
 from sparsity import report, static
 from suite import cli, data
 from suite.analysis import plots
-from suite.artefacts import checkpoint, weights
-from suite.errors import CheckpointError, ConfigError, WriteError, run_cli
+from suite.artefacts import checkpoint, lock, weights
+from suite.errors import CheckpointError, ConfigError, SuiteError, WriteError, run_cli
 from suite.training import config, distributed, loop, program, resume
-from suite.training.log import RunLog
+from suite.training.log import Eta, RunLog
 
 def parse_args(argv=None):
     p = cli.Parser(description="Sparse training of vision models (PaddlePaddle static graph).")
@@ -71,8 +72,8 @@ def parse_args(argv=None):
     add("--skip_bad_samples", action="store_true", help="ImageNet folders: skip bad list lines and images (counted) instead of stopping")
     add("--use_gpu", type=cli.str2bool, default=None, help="default: GPU when Paddle has CUDA and one is visible")
     add("--seed", type=int, default=0)
-    add("--train_subset", type=int, default=None, help="use only the first N training samples (quick runs)")
-    add("--test_subset", type=int, default=None, help="use only the first N test samples")
+    add("--train_subset", type=cli.positive_int, default=None, help="use only the first N training samples (quick runs)")
+    add("--test_subset", type=cli.positive_int, default=None, help="use only the first N test samples")
     return p.parse_args(argv)
 
 
@@ -96,12 +97,14 @@ def setup(cfg):
     config.check_gmp_fits(cfg, steps)
     place = cli.choose_place(cfg.use_gpu)
     pretrained = weights.read(cfg.pretrained_model) if cfg.pretrained_model else None  # checked even when resuming
+    latest = resume.latest_link(cfg.model_path)
     folder, state = resume.find_resume_point(cfg, nranks)
     if folder:
         pretrained = None  # a resumed run continues from its own weights
     num_classes = max(getattr(s, "num_classes", info.num_classes) for s in (train_set, test_set))
     return SimpleNamespace(
-        info=info, train_set=train_set, test_set=test_set, steps=steps, folder=folder, state=state, place=place, num_classes=num_classes, pretrained=pretrained
+        info=info, train_set=train_set, test_set=test_set, steps=steps, folder=folder, state=state, place=place, num_classes=num_classes, pretrained=pretrained,
+        latest=latest,
     )
 
 
@@ -137,14 +140,33 @@ def prepare(cfg):
     return run
 
 
+def hold_model_path(cfg, run):
+    """Rank 0 locks --model_path for the run: refused while another run holds it, or if another run wrote there
+    since `setup` looked. Every rank learns the outcome, so all go on or all stop. Returns what to hold it with."""
+    held, problem = None, None
+    if run.team.rank == 0:
+        try:
+            held = lock.acquire(cfg.model_path, f"--model_path {cfg.model_path}")
+            if resume.latest_link(cfg.model_path) != run.latest:
+                raise ConfigError(f"another run wrote to --model_path {cfg.model_path} while this one was starting; start again")
+        except SuiteError as exc:
+            problem = exc
+    if not run.team.all_ok(problem is None):
+        if held:
+            held.release()
+        raise problem or ConfigError(f"rank 0 could not take --model_path {cfg.model_path} (its log says why), so every rank stops")
+    return held or contextlib.nullcontext()
+
+
 def main(argv=None):
     cfg = parse_args(argv)
     run = prepare(cfg)
-    log = RunLog(cfg.log_dir, run.team.rank)
-    try:
-        train(cfg, run, log)
-    finally:
-        log.close()
+    with hold_model_path(cfg, run):
+        log = RunLog(cfg.log_dir, run.team.rank)
+        try:
+            train(cfg, run, log)
+        finally:
+            log.close()
 
 
 def train(cfg, run, log):
@@ -169,13 +191,14 @@ def train(cfg, run, log):
         for name, target in targets.items():
             log.line(f"  {layers.get(name, name):<40} {name:<24} " + (f"{target:.4f}" if target is not None else f"global threshold at --ratio {cfg.ratio}"))
     run.sparsity_report = lambda: report.summary(paddle.static.global_scope(), model_params, targets)
+    eta = Eta(cfg.num_epochs * run.steps, already=run.start_epoch * run.steps)
     for epoch in range(run.start_epoch, cfg.num_epochs):
         # dropout's randomness is a function of (seed, epoch, rank) like the data order, so a resumed run repeats it
         paddle.seed(cfg.seed * 1_000_003 + epoch * 1009 + team.rank)
         batches = data.batches(
             run.train_set, cfg.batch_size, True, cfg.seed, epoch, team.rank, team.nranks, num_workers=cfg.num_workers, augment=cfg.data == "cifar10"
         )
-        loop.train_epoch(run.exe, graph, batches, epoch, run.steps, log, cfg.log_period, run.sparsity_report, run.curve)
+        loop.train_epoch(run.exe, graph, batches, epoch, run.steps, log, cfg.log_period, run.sparsity_report, run.curve, eta)
         last = epoch == cfg.num_epochs - 1
         if team.rank == 0 and ((epoch + 1) % cfg.test_period == 0 or last):
             run.history.append(evaluate_epoch(cfg, run, epoch, log))
@@ -225,8 +248,8 @@ def weights_digest(program):
 
 
 def save_checkpoint(cfg, run, epoch, log):
-    """Rank 0 writes the checkpoint; every rank waits until it is complete."""
-    graph, team = run.graph, run.team
+    """Rank 0 writes the checkpoint; every rank waits until it is complete, and all stop if it could not be written."""
+    graph, team, problem = run.graph, run.team, None
     if team.nranks > 1:
         log.line(f"epoch {epoch} weights+masks sha256 {weights_digest(graph.main)}")
     if team.rank == 0:
@@ -248,11 +271,11 @@ def save_checkpoint(cfg, run, epoch, log):
             "curve": run.curve,
         }
         try:
-            path = checkpoint.save(cfg.model_path, epoch, graph.main, state, keep=cfg.keep_checkpoints)
-        except OSError as exc:
-            raise WriteError(f"could not write the checkpoint of epoch {epoch} to {cfg.model_path} ({exc}); the previous checkpoint is kept") from exc
-        log.line(f"saved {path}")
-    team.barrier()
+            log.line(f"saved {checkpoint.save(cfg.model_path, epoch, graph.main, state, keep=cfg.keep_checkpoints)}")
+        except WriteError as exc:
+            problem = exc
+    if not team.all_ok(problem is None):
+        raise problem or WriteError(f"rank 0 could not write the checkpoint of epoch {epoch} (its log says why), so every rank stops")
 
 
 if __name__ == "__main__":

@@ -91,15 +91,15 @@ def read_ratios_file(path):
     if ext not in (".json", ".yaml", ".yml"):
         raise ValueError(f"sparsity config {path}: expected a .json, .yaml or .yml file")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             text = f.read()
-    except OSError as exc:
-        raise ValueError(f"sparsity config {path} cannot be read: {exc.strerror}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"sparsity config {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from exc
     if ext == ".json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"sparsity config {path} is not valid JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:  # also numbers past Python's digit limit, and deep nesting
+            raise ValueError(f"sparsity config {path} is not valid JSON: {_reason(exc)}") from exc
     else:
         try:
             import yaml
@@ -107,9 +107,13 @@ def read_ratios_file(path):
             raise ValueError(f"sparsity config {path}: reading YAML needs pyyaml (pip install pyyaml), or write the file as JSON") from exc
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"sparsity config {path} is not valid YAML: {exc}") from exc
+        except (yaml.YAMLError, ValueError, RecursionError) as exc:
+            raise ValueError(f"sparsity config {path} is not valid YAML: {_reason(exc)}") from exc
     return check_ratios(data, f"sparsity config {path}")
+
+
+def _reason(exc):
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
 def match_ratios(params, ratios=None, structural_names=None):

@@ -171,7 +171,9 @@ def read(scope, name):
 
 
 def write(scope, name, array, place):
-    scope.var(name).get_tensor().set(np.ascontiguousarray(array), place)
+    """Set a scope tensor to a NumPy array, shape kept (np.ascontiguousarray would make a 0-d array, such as the
+    LR, one of shape [1])."""
+    scope.var(name).get_tensor().set(np.require(array, requirements="C"), place)
 
 
 def persistable_handles(program):

@@ -4,6 +4,7 @@ The command lines themselves (train.py, evaluate.py, export.py, sensitivity.py a
 turn flags into calls of the stages under suite/ and print the results.
 """
 import argparse
+import math
 
 import paddle
 
@@ -26,6 +27,25 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _number(convert, accept, expected):
+    """An argparse type: `convert(text)` if it is a number `accept` takes, else argparse's error naming the flag and `expected`."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
+
+
+# Flag types that refuse what a silent default would otherwise replace (0 is not "the default")
+positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
 
 
 def optional_name(text):

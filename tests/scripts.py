@@ -1,6 +1,8 @@
 """Run train.py / evaluate.py as a user would: in a subprocess, with this test run's IR and Paddle."""
 import builtins
 import os
+import resource
+import signal
 import subprocess
 import sys
 
@@ -19,8 +21,12 @@ GMP = ["--pruning_strategy", "gmp", "--ratio", "0.75", "--stable_epochs", "0", "
        "--tunning_epochs", "1", "--pruning_steps", "10", "--initial_ratio", "0.2"]
 
 
-def run(script, *args, timeout=600, env=None):
-    """Run a script of the suite; returns the CompletedProcess (text output)."""
+def run(script, *args, timeout=600, env=None, max_file_bytes=None):
+    """Run a script of the suite; returns the CompletedProcess (text output).
+
+    `max_file_bytes` makes the kernel refuse to grow any file past that size (RLIMIT_FSIZE: each write beyond it
+    fails with EFBIG, as on a full disk), for whatever the process writes, however it writes it.
+    """
     return subprocess.run(
         [sys.executable, os.path.join(ROOT, script), *map(str, args)],
         cwd=ROOT,
@@ -28,7 +34,30 @@ def run(script, *args, timeout=600, env=None):
         text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
+        preexec_fn=(lambda: limit_file_size(max_file_bytes)) if max_file_bytes else None,
     )
+
+
+def limit_file_size(max_bytes):
+    """From now on, in this process and its children, a write that would grow a file past `max_bytes` fails with
+    EFBIG (with SIGXFSZ ignored, as a full disk's writes fail with ENOSPC) instead of writing."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+def start(script, *args, wrapper=None):
+    """Start a script of the suite (optionally under a wrapper that patches it first), output line-buffered and merged."""
+    module = os.path.splitext(script)[0]
+    code = (wrapper or "") + f"\nimport sys, {module}\nfrom suite.errors import run_cli\nsys.exit(run_cli({module}.main, sys.argv[1:]))"
+    return subprocess.Popen(
+        [sys.executable, "-u", "-c", "import suite\n" + code, *map(str, args)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def error_lines(text):
+    """The `error:` lines of a command's output."""
+    return [line for line in text.splitlines() if line.startswith("error:")]
 
 
 def check(result):

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from tests.scripts import GMP, QUICK, ROOT, check, run, saved_arrays
+from tests.scripts import GMP, QUICK, ROOT, check, error_lines, run, saved_arrays
 
 SMALL = [*QUICK, "--train_subset", "1280", "--batch_size", "32", "--log_period", "10"]
 GMP_SHORT = [*GMP[:4], "--stable_epochs", "0", "--pruning_epochs", "1", "--tunning_epochs", "1", "--pruning_steps", "5", "--initial_ratio", "0.2"]
@@ -62,6 +62,35 @@ def test_rank0_checkpoint_resumes_a_two_rank_run(tmp_path):
     single = run("train.py", *args, "--checkpoint", tmp_path / "straight" / "epoch_0", "--model_path", tmp_path / "single")
     assert single.returncode == 2 and "resume with the same number of cards" in single.stderr
     assert not os.path.exists(tmp_path / "single")
+
+
+HOLD_LOCK = """
+import sys, time
+from suite.artefacts import lock
+held = lock.acquire(sys.argv[1], "the folder")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_every_rank_stops_when_rank_0_cannot_take_the_model_path(tmp_path):
+    """Only rank 0 writes, so only it takes --model_path's lock; refused, it tells every rank, and all stop at once."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = subprocess.run(
+            [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / "log"), "train.py",
+             *SMALL, *GMP_SHORT, "--num_epochs", "2", "--model_path", str(tmp_path / "out")],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    errors = [error_lines(open(tmp_path / "log" / f"workerlog.{rank}").read()) for rank in range(2)]
+    assert result.returncode != 0 and [len(e) for e in errors] == [1, 1], errors
+    assert f"is in use by another run (pid {holder.pid}" in errors[0][0]
+    assert "rank 0 could not take --model_path" in errors[1][0]
+    assert os.listdir(tmp_path / "out") == [".lock"]  # the holder's; nothing written
 
 
 def test_ranks_together_see_the_single_process_batches():

@@ -46,6 +46,7 @@ def test_export_prints_sizes_and_checks(exported):
     for name, size in manifest["files"].items():
         assert os.path.getsize(root / "out" / name) == size
     assert "model.sparse.npz" in stdout and "x dense" in stdout and "check paddle: max |difference|" in stdout
+    assert "exported and checked state_dict" in stdout and stdout.count(", ETA ") == len(manifest["checks"])
     assert manifest["checks"]["sparse"] == manifest["checks"]["state_dict"] == "bit-identical round trip"
     assert not [n for n in os.listdir(root) if n.startswith(".tmp-export")]
 
@@ -158,6 +159,7 @@ BAD_EXPORTS = [
     (["--pruned_model", "{other}", "--output", "{new}"], "pass --model (and --scale) and --data"),
     (["--pruned_model", "{other}", "--output", "{new}", "--model", "LeNet", "--data", "fashion_mnist"], "does not match this model"),
     (["--pruned_model", "{run}", "--output", "{new}", "--model", "MLP"], "does not match this model"),
+    (["--pruned_model", "{run}", "--output", "{new}", "--image_size", "5"], "lenet x1.0 at 5x5 pixels with 10 classes cannot be built"),
 ]
 
 
@@ -172,6 +174,58 @@ def test_bad_export_input_is_refused_and_nothing_written(export_inputs, args, me
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], errors
     assert tree_snapshot(export_inputs["full"]) == before
+    assert not os.path.exists(export_inputs["new"])
+
+
+NOT_SIZES = [  # each once replaced by a default (`value or default`) or passed on to fail somewhere deep
+    ("evaluate", "--num_classes", "-1", "an integer >= 1"),
+    ("evaluate", "--num_classes", "0", "an integer >= 1"),
+    ("evaluate", "--scale", "0", "a number > 0"),
+    ("evaluate", "--image_size", "0", "an integer >= 1"),
+    ("evaluate", "--num_workers", "-1", "an integer >= 0"),
+    ("evaluate", "--test_subset", "0", "an integer >= 1"),
+    ("export", "--num_classes", "-1", "an integer >= 1"),
+    ("export", "--scale", "nan", "a number > 0"),
+    ("export", "--image_size", "0", "an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("script,flag,value,expected", NOT_SIZES, ids=[f"{s}{f}={v}" for s, f, v, _ in NOT_SIZES])
+def test_sizes_that_are_not_sizes_are_refused_by_the_parser(capsys, script, flag, value, expected):
+    import evaluate as evaluate_cli
+
+    cli, required = {"evaluate": (evaluate_cli, []), "export": (export_cli, ["--output", "out"])}[script]
+    with pytest.raises(SystemExit) as stop:
+        cli.parse_args(["--pruned_model", "run", *required, flag, value])
+    assert stop.value.code == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"error: argument {flag}: expected {expected}, got '{value}'"), errors
+
+
+def test_flags_an_exported_model_has_built_in_are_refused(exported, capsys):
+    import evaluate as evaluate_cli
+
+    root, _ = exported
+    for flags in (["--num_classes", "10"], ["--image_size", "32", "--scale", "0.5"]):
+        try:
+            assert run_cli(evaluate_cli.main, ["--pruned_model", str(root / "out"), *flags]) == 2
+        finally:
+            paddle.disable_static()
+        errors = capsys.readouterr().err.splitlines()
+        assert len(errors) == 1 and f"cannot apply to {root / 'out'}, an exported model" in errors[0] and flags[0] in errors[0]
+
+
+@needs_onnx
+def test_input_size_onnx_cannot_take_fails_the_export_check_in_one_line(export_inputs, capsys):
+    """LeNet at 12x12 runs in Paddle, but its converted pooling has a zero stride that ONNX Runtime refuses."""
+    try:
+        status = run_cli(export_cli.main, ["--pruned_model", str(export_inputs["run"]), "--output", str(export_inputs["new"]),
+                                           "--format", "onnx", "--image_size", "12"])
+    finally:
+        paddle.disable_static()
+    errors = capsys.readouterr().err.splitlines()
+    assert status == 4 and len(errors) == 1, errors
+    assert f"{export_inputs['new']}/model.onnx: ONNX Runtime cannot load it" in errors[0] and "the export failed its check" in errors[0]
     assert not os.path.exists(export_inputs["new"])
 
 

@@ -129,7 +129,7 @@ def inputs(exported, tmp_path):
 
 
 BAD = [
-    (["--format", "onnx_int8", "--calibration_images", "0"], "--calibration_images 0 must be >= 1"),
+    (["--format", "onnx_int8", "--calibration_images", "0"], "--calibration_images: expected an integer >= 1, got '0'"),
     (["--format", "onnx_int8", "--data_dir", "{missing}"], "does not exist; create it with the data files or pass --data_dir"),
     (["--format", "onnx_int8", "--calibration_images", "59900"], "pass at most 59744"),
     (["--format", "onnx_int8", "--calibration_method", "kl"], "invalid choice: 'kl'"),

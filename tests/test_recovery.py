@@ -1,4 +1,5 @@
 """Reliability: bad input refused before any work, kill -9 at any point resumes exactly, faults keep the last good checkpoint."""
+import importlib.util
 import json
 import os
 import shutil
@@ -14,8 +15,18 @@ from PIL import Image
 import train
 from sparsity.ops import pir_enabled
 from suite.artefacts import checkpoint
-from suite.errors import run_cli
-from tests.scripts import GMP, QUICK, ROOT, check, run, saved_arrays, tree_snapshot
+from suite.errors import CheckpointError, run_cli
+from tests.scripts import (
+    GMP,
+    QUICK,
+    ROOT,
+    check,
+    error_lines,
+    run,
+    saved_arrays,
+    start,
+    tree_snapshot,
+)
 
 RUN = [*QUICK, *GMP, "--num_epochs", "3", "--log_period", "5"]
 
@@ -42,27 +53,60 @@ def test_keep_checkpoints_and_latest(reference):
     assert not [n for n in os.listdir(reference) if n.startswith(".tmp-")]
 
 
-def start(*args, wrapper=None):
-    """Start train.py (optionally under a wrapper that patches it first) with line-buffered output."""
-    code = (wrapper or "") + "\nimport sys, train\nfrom suite.errors import run_cli\nsys.exit(run_cli(train.main, sys.argv[1:]))"
-    return subprocess.Popen(
-        [sys.executable, "-u", "-c", "import suite\n" + code, *map(str, args)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-
-
-def test_kill_during_training_then_resume_matches_uninterrupted_run(reference, tmp_path):
-    out = tmp_path / "out"
-    proc = start(*RUN, "--model_path", out)
-    for line in proc.stdout:  # kill in the middle of epoch 1, after epoch 0's checkpoint
-        if "epoch 1 batch 25/50" in line:
+def kill_when(proc, text):
+    """Read a started run's output until a line holds `text`, then kill -9 it."""
+    for line in proc.stdout:
+        if text in line:
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before printing {text!r}"
+
+
+def test_kill_resume_kill_resume_matches_uninterrupted_run(reference, tmp_path):
+    """A checkpoint written by a resumed run resumes too (its LR kept its shape), any number of times, bit for bit."""
+    out = tmp_path / "out"
+    kill_when(start("train.py", *RUN, "--model_path", out), "epoch 1 batch 25/50")  # after epoch 0's checkpoint
     assert os.readlink(out / "latest") == "epoch_0"
+    kill_when(start("train.py", *RUN, "--model_path", out, "--resume"), "epoch 2 batch 25/50")
+    assert os.readlink(out / "latest") == "epoch_1"  # written by the resumed run
     resumed = check(run("train.py", *RUN, "--model_path", out, "--resume"))
-    assert "resumed from" in resumed.stdout and "epoch 0 done" in resumed.stdout
+    assert "resumed from" in resumed.stdout and "epoch 1 done" in resumed.stdout
+    assert_same_final_state(reference, out)
+
+
+PAUSE_BEFORE_TRAINING = """
+import time
+import suite.training.loop as loop
+def train_epoch(*args, **kwargs):  # the run holds its folder, has written nothing yet, and waits to be killed
+    print("paused", flush=True)
+    time.sleep(600)
+loop.train_epoch = train_epoch
+"""
+
+
+def test_second_run_on_a_model_path_in_use_is_refused_and_a_killed_runs_lock_is_taken_over(reference, tmp_path):
+    """Two runs started on one --model_path: the second (fresh or --resume) is refused, naming the first's pid;
+    once the first is killed, its lock is taken over by the next run."""
+    out = tmp_path / "out"
+    first = start("train.py", *RUN, "--model_path", out, wrapper=PAUSE_BEFORE_TRAINING)
+    try:
+        for line in first.stdout:
+            if "paused" in line:
+                break
+        before = tree_snapshot(out)
+        for extra in ([], ["--resume"]):
+            second = run("train.py", *RUN, "--model_path", out, *extra)
+            errors = error_lines(second.stderr)
+            assert second.returncode == 2 and len(errors) == 1, second.stderr[-2000:]
+            assert f"--model_path {out} is in use by another run (pid {first.pid}" in errors[0]
+        assert tree_snapshot(out) == before
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    assert (out / ".lock").read_text().strip() == str(first.pid)  # the killed run's lock file is left behind
+    resumed = check(run("train.py", *RUN, "--model_path", out, "--resume"))
+    assert "starting from scratch" in resumed.stdout and not os.path.exists(out / ".lock")
     assert_same_final_state(reference, out)
 
 
@@ -80,12 +124,14 @@ ckpt.os.rename = rename
 
 def test_kill_during_checkpoint_save_keeps_previous_checkpoint(reference, tmp_path):
     out = tmp_path / "out"
-    proc = start(*RUN, "--model_path", out, wrapper=KILL_DURING_SAVE)
+    proc = start("train.py", *RUN, "--model_path", out, wrapper=KILL_DURING_SAVE)
     proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL
     assert os.readlink(out / "latest") == "epoch_0" and not os.path.exists(out / "epoch_1")
-    assert [n for n in os.listdir(out) if n.startswith(".tmp-epoch_1")]  # the half-written save
+    (staged,) = [n for n in os.listdir(out) if n.startswith(".tmp-epoch_1")]  # the save, written but never renamed
     assert checkpoint.verify(out)["epoch"] == 0  # latest still loads
+    with pytest.raises(CheckpointError, match="a staging folder a write that did not finish left behind"):
+        checkpoint.verify(out / staged)  # complete as it may look, it is never read as a checkpoint
     check(run("train.py", *RUN, "--model_path", out, "--resume"))
     assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
     assert_same_final_state(reference, out)
@@ -104,12 +150,35 @@ ckpt.pickle = type("pickle", (), {"dump": staticmethod(dump)})
 
 def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path):
     out = tmp_path / "out"
-    proc = start(*RUN, "--model_path", out, wrapper=DISK_FULL_AT_EPOCH_1)
+    proc = start("train.py", *RUN, "--model_path", out, wrapper=DISK_FULL_AT_EPOCH_1)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 4, output[-2000:]
     assert "error: could not write the checkpoint of epoch 1" in output and "No space left on device" in output
     assert os.readlink(out / "latest") == "epoch_0" and checkpoint.verify(out)["epoch"] == 0
     assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
+
+
+DISK_FULL_WHEN_PLOTTING = """
+import suite.analysis.plots as plots
+from tests.scripts import limit_file_size
+real_training_curves = plots.training_curves
+def training_curves(*args, **kwargs):
+    limit_file_size(2048)  # from here on no file may grow past 2 KB: curves.png cannot be written
+    return real_training_curves(*args, **kwargs)
+plots.training_curves = training_curves
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib is not installed here")
+def test_full_disk_at_the_plotting_step_is_one_line_and_leaves_no_partial_png(tmp_path):
+    out = tmp_path / "out"
+    proc = start("train.py", *QUICK, "--train_subset", "640", "--pruning_strategy", "none", "--num_epochs", "1",
+                 "--model_path", out, wrapper=DISK_FULL_WHEN_PLOTTING)
+    output, _ = proc.communicate(timeout=300)
+    errors = error_lines(output)
+    assert proc.returncode == 4 and len(errors) == 1 and "Traceback" not in output, output[-2000:]
+    assert f"could not write the plot {out / 'curves.png'} (File too large)" in errors[0]
+    assert sorted(os.listdir(out)) == ["epoch_0", "latest"] and checkpoint.verify(out)["epoch"] == 0
 
 
 NAN_DATA_IN_EPOCH_1 = """
@@ -125,7 +194,7 @@ data.batches = batches
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     out = tmp_path / "out"
-    proc = start(*RUN, "--model_path", out, wrapper=NAN_DATA_IN_EPOCH_1)
+    proc = start("train.py", *RUN, "--model_path", out, wrapper=NAN_DATA_IN_EPOCH_1)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 3, output[-2000:]
     # ReLU hides NaN inputs from the loss here, so it is the weights check that stops the run

@@ -1,5 +1,6 @@
 """suite.artefacts.safe_pickle: crafted pickles are refused before they run, Paddle's own files load bit for bit as Paddle loads them."""
 import codecs
+import collections
 import io
 import os
 import pickle
@@ -118,6 +119,30 @@ def test_broken_files_are_named_not_tracebacks(tmp_path):
         safe_pickle.load_arrays(str(tmp_path / "missing.pdparams"))
     with pytest.raises(CheckpointError, match=re.escape(f"{tmp_path}/nothing.pdparams not found")):
         safe_pickle.load_program_state(str(tmp_path / "nothing"))
+
+
+class Built:
+    """Pickles as an OrderedDict on which BUILD then sets `state` as attributes (no writer of weights does that)."""
+
+    def __init__(self, state, items=()):
+        self.state, self.items = state, items
+
+    def __reduce__(self):
+        return collections.OrderedDict, (), self.state, None, iter(self.items)
+
+
+@pytest.mark.parametrize("state", [{"pop": 1}, {"pop": np.dtype}, {"items": 1}, {"keys": tuple}])
+@pytest.mark.parametrize("where", ["the file", "an entry"])
+def test_build_setting_attributes_on_a_dict_is_the_loaders_refusal(tmp_path, capsys, state, where):
+    """Attributes such as `pop` or `items` on the loaded dict would hijack the code reading it (they escaped as
+    TypeErrors); every failure inside loading is the loader's one refusal line."""
+    path = tmp_path / "model.pdparams"
+    crafted = Built(state, [("w", np.ones(3, np.float32))])
+    write_pickle(path, crafted if where == "the file" else {"layer": crafted})
+    for load in (safe_pickle.load, safe_pickle.load_arrays):
+        assert run_cli(lambda argv: load(str(path))) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {path} is not a weights file Paddle writes: ")
 
 
 @pytest.mark.parametrize("content, complaint", [

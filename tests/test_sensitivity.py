@@ -90,10 +90,12 @@ def test_scan_writes_csv_png_and_a_config_that_training_reaches(dense, tmp_path)
         (["--granularity", "tiles"], "is not one of"),
         (["--ratios", "0.5", "0.2"], "must be ascending"),
         (["--target_sparsity", "0.99", "--max_drop", "0.0"], "cannot be reached"),
-        (["--val_subset", "0"], "held-out set of 0 samples"),
+        (["--val_subset", "100000"], "held-out set of 100000 samples"),
+        (["--val_subset", "0"], "argument --val_subset: expected an integer >= 1, got '0'"),
+        (["--scale", "0"], "argument --scale: expected a number > 0, got '0'"),
         ([], "already exists and is not empty"),
     ],
-    ids=["nm", "unknown", "order", "unreachable", "val", "output-exists"],
+    ids=["nm", "unknown", "order", "unreachable", "val", "val-zero", "scale-zero", "output-exists"],
 )
 def test_bad_input_is_one_error_and_nothing_written(dense, tmp_path, args, message):
     (tmp_path / "out").mkdir()

@@ -37,6 +37,8 @@ def test_gmp_run_reaches_target_sparsity_and_learns(gmp_run):
         assert np.all(arrays[name][arrays[name + MASK] == 0] == 0)
     # progress lines and artefacts a user looks at
     assert "images/s" in result.stdout and "test epoch 2" in result.stdout and "final: top1" in result.stdout
+    progress = [line for line in result.stdout.splitlines() if " batch " in line and "images/s" in line]
+    assert len(progress) == 6 and all(" ETA " in line for line in progress) and progress[-1].endswith("ETA 0s")
     # the curve behind curves.png: a point per progress line, showing the GMP ramp step by step
     curve = state["curve"]
     assert [p["step"] for p in curve] == list(range(25, 151, 25))
@@ -73,6 +75,8 @@ def test_evaluate_reports_what_training_saw(gmp_run, tmp_path):
     assert len(pruned) == 5 and all(len(r["shape"]) >= 2 for r in pruned)
     assert all(r["sparsity"] == 0 for r in report["layers"] if not r["pruned"])
     assert "pruned set 0.7500" in result.stdout and "linear_0.w_0" in result.stdout
+    # progress on stderr, so the report on stdout stays clean for `> eval.txt`
+    assert [line.split(",")[0] for line in result.stderr.splitlines() if "ETA" in line] == [f"evaluated {i}/4 batches" for i in range(1, 5)]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib is not installed here")
@@ -105,3 +109,13 @@ def test_resume_mid_ramp_equals_uninterrupted_run(gmp_run, tmp_path):
     sa, sb = (json.load(open(p / "epoch_2" / "state.json")) for p in (straight, tmp_path))
     assert sa["pruner"] == sb["pruner"] and sa["lr"] == sb["lr"]
     assert [r["top1"] for r in sa["history"]] == [r["top1"] for r in sb["history"]]
+
+
+def test_eta_is_the_pace_so_far_times_what_is_left(monkeypatch):
+    from suite.training import log
+
+    clock = iter([100.0, 130.0, 100.0, 7300.0])
+    monkeypatch.setattr(log.time, "perf_counter", lambda: next(clock))
+    assert log.Eta(10).update(3) == "ETA 1m10s"  # 30 s for 3 units, 7 left
+    assert log.Eta(400, already=100).update(200) == "ETA 4h00m"  # a resumed run: its own pace, 200 left
+    assert log.duration(59.4) == "59s" and log.duration(3599) == "59m59s"

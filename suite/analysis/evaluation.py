@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsity import selection, static
-from suite.artefacts import sparse_file, weights
+from suite.artefacts import sparse_file, staging, weights
 from suite.deploy import quantize, runtimes
-from suite.errors import CheckpointError
+from suite.errors import CheckpointError, ConfigError
 from suite.training import loop
 from suite.training.program import load_test_graph, resolve_spec
 
@@ -42,11 +42,20 @@ def deployed_kind(path):
     return None
 
 
+# Facts an exported model has built in: a flag naming them cannot change what runs, so it is refused, not ignored.
+FIXED_IN_EXPORTS = ("model", "scale", "image_size", "num_classes")
+
+
 def open_artefact(path, overrides, place):
     """The Artefact at PATH; `overrides` ({flag: value or None}) replace the model/data facts saved with it."""
+    staging.refuse_staged(path)
     kind = deployed_kind(path)
     if kind is None:
         return _open_weights(weights.read(path), overrides, place)
+    fixed = [f"--{key}" for key in FIXED_IN_EXPORTS if overrides.get(key) is not None]
+    if fixed:
+        raise ConfigError(f"{' and '.join(fixed)} cannot apply to {path}, an exported model: its model, scale, input size and "
+                          f"classes were fixed when it was exported; drop {'them' if len(fixed) > 1 else 'it'}")
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     model, manifest = quantize.unpack(path) if kind == "sparse_int8" else (path, weights.export_manifest(folder))
     if manifest is None:
@@ -55,10 +64,14 @@ def open_artefact(path, overrides, place):
     layers = {var: key for key, var in manifest["structure"].items()}
     targets = {manifest["structure"][key]: target for key, target in manifest["targets"].items()}
     if kind == "paddle_inference":
+        weights.verify_export_files(folder, manifest, [os.path.basename(f) for f in runtimes.inference_model_files(folder)])
         predict, held = runtimes.paddle_inference(folder, place), runtimes.inference_weights(folder, place)
     else:  # a quantized model holds its conv and classifier weights with BatchNorm folded in: int8, or float where left so
+        if kind == "onnx":
+            weights.verify_export_files(folder, manifest, [os.path.basename(path)])
+        predict, held = runtimes.onnx_runtime(model, place), runtimes.onnx_weights(model)  # each refuses a broken file in one line
         layer = quantize.layer_weights(model, layers)
-        predict, held = runtimes.onnx_runtime(model, place), {**runtimes.onnx_weights(model), **layer}
+        held.update(layer)
         kind = "onnx_int8" if kind == "onnx" and any(w.dtype == np.int8 for w in layer.values()) else kind
     return Artefact(kind, path, spec, predict, {var: held[var] for var in layers if var in held}, targets, layers)
 

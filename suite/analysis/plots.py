@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from suite.artefacts.staging import staged_file
+
 
 def _pyplot():
     try:
@@ -16,6 +18,16 @@ def _pyplot():
     except ImportError:
         return None
     return plt
+
+
+def _save(plt, fig, path, dpi):
+    """Write the figure as a PNG at PATH through a staged file (a full disk leaves the old PNG or none); close it."""
+    try:
+        with staged_file(path, "the plot") as staged:
+            fig.savefig(staged, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return path
 
 
 def _below_title(fig, title_inches=0.55):
@@ -45,9 +57,7 @@ def training_curves(curve, history, path):
     for ax in (loss_ax, acc_ax, sparsity_ax):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=100)
 
 
 def layer_sparsity(rows, path, title):
@@ -73,9 +83,7 @@ def layer_sparsity(rows, path, title):
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=100)
 
 
 def weight_histograms(weights, path, title, bins=60, columns=4):
@@ -100,9 +108,7 @@ def weight_histograms(weights, path, title, bins=60, columns=4):
         ax.axis("off")
     fig.suptitle(f"{title}\nnon-zero weights; dashed: the smallest kept |w|", fontsize=10)
     fig.tight_layout(rect=_below_title(fig))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=90)
 
 
 def sensitivity_curves(points, dense_top1, path, title, proposed=None, columns=4):
@@ -135,6 +141,4 @@ def sensitivity_curves(points, dense_top1, path, title, proposed=None, columns=4
     note = "; red dotted: proposed ratio" if proposed else ""
     fig.suptitle(f"{title}\neach layer pruned alone, no training; dashed: dense top-1{note}", fontsize=10)
     fig.tight_layout(rect=_below_title(fig))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=90)

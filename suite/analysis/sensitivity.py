@@ -1,11 +1,11 @@
 """Sensitivity analysis: prune each parameter alone, one-shot, at several ratios; measure top-1; propose
 per-layer ratios that reach a target sparsity where accuracy suffers least."""
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from sparsity import masks, rules
+from suite.training.log import Eta
 
 GRANULARITY_OPTIONS = {  # the numbers `--granularity NAME ...` may follow NAME with, in order
     "element": (),
@@ -46,15 +46,15 @@ def scan(weights, rule, ratios, accuracy, dense_top1, progress=print):
     `accuracy({parameter: pruned array})` measured (the caller restores the weights). N:M rules have one
     ratio of their own. Progress lines show parameter i/N, the ratio and an ETA."""
     ratios = [1.0 - rule.n / rule.m] if rule.fixed_pattern else list(ratios)
-    points, start, done, total = [], time.perf_counter(), 0, len(weights) * len(ratios)
+    points, done, total = [], 0, len(weights) * len(ratios)
+    eta = Eta(total)
     for i, (name, layer, array) in enumerate(weights, start=1):
         for ratio in ratios:
             top1 = accuracy({name: masks.prune_once(array, rule, ratio)})
             points.append(Point(name, layer, int(array.size), ratio, top1, dense_top1 - top1))
             done += 1
-            elapsed = time.perf_counter() - start
             progress(f"parameter {i}/{len(weights)} {layer or name} ratio {ratio:.2f}: top1 {top1:.4f} (drop {dense_top1 - top1:+.4f}) "
-                     f"{done}/{total} ETA {elapsed / done * (total - done):.0f}s")
+                     f"{done}/{total} {eta.update(done)}")
     return points
 
 

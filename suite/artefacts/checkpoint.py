@@ -10,18 +10,28 @@ names a complete checkpoint. Whether a run may continue from one is decided in s
 """
 import hashlib
 import json
+import math
 import os
 import pickle
 import shutil
-import zipfile
-import zlib
 
 import numpy as np
 import paddle
 
 from sparsity import static
-from suite.artefacts import safe_pickle
-from suite.errors import CheckpointError
+from suite.artefacts import safe_pickle, staging, untrusted
+from suite.artefacts.untrusted import (
+    integer,
+    list_of,
+    map_of,
+    number,
+    one_of,
+    optional,
+    ratio,
+    record,
+    text,
+)
+from suite.errors import CheckpointError, WriteError
 
 FORMAT_VERSION = 2
 PREFIX = "model"
@@ -29,25 +39,36 @@ MASKS = "masks.npz"
 STATE = "state.json"
 MANIFEST = "manifest.json"
 LATEST = "latest"
+FILES = (PREFIX + ".pdparams", PREFIX + ".pdopt", MASKS, STATE)  # what a reader reads: each must be in the manifest
+CORRUPT = "the checkpoint is corrupt or was altered; use an earlier one"
+
+# The fields of each JSON file, checked before any is used (suite/artefacts/untrusted.py).
+MANIFEST_FIELDS = record({"format_version": integer(), "files": map_of(record({"size": integer(0), "sha256": untrusted.sha256}))})
+SPEC_FIELDS = record({  # the model and data facts saved with weights (checkpoints, exports, sparse files)
+    "model": text, "scale": number(lambda v: v > 0, "a number > 0"), "image_size": integer(1), "in_channels": integer(1),
+    "num_classes": integer(1), "data": text, "data_dir": optional(text),
+})
+STATE_FIELDS = record({
+    "epoch": integer(0), "step": integer(0), "ir": one_of("pir", "legacy"), "nranks": integer(1), "spec": SPEC_FIELDS,
+    "structure": map_of(text), "targets": map_of(optional(ratio)), "flags": map_of(untrusted.anything),
+    "lr": record({"last_epoch": integer(-1), "last_lr": number()}),
+    "pruner": optional(record({"iteration": integer(0)}, {
+        "mask_ratio": optional(ratio), "mask_feed": optional(list_of(number())), "thresholds": optional(list_of(number())),
+        "frozen": untrusted.boolean})),
+    "history": list_of(record({"epoch": integer(0), "step": integer(0), "top1": ratio, "top5": ratio,
+                               "model_sparsity": ratio, "pruned_sparsity": ratio})),
+    "curve": list_of(record({"step": integer(0), "loss": number(), "top1": ratio, "sparsity": ratio, "lr": number()})),
+})
+MASK_LAYOUT_FIELDS = map_of(record({"shape": list_of(integer(0)), "dtype": untrusted.numeric_dtype}))
 
 
-def _sha256(path):
+def sha256_of(path):
+    """The SHA-256 of a file, in hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_tree(folder):
-    for name in os.listdir(folder):
-        with open(os.path.join(folder, name), "rb") as f:
-            os.fsync(f.fileno())
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def pack_masks(masks):
@@ -63,16 +84,24 @@ def pack_masks(masks):
 
 
 def unpack_masks(path):
-    """{name: mask} as the program holds them (0/1 in their dtype) from a masks.npz file (never unpickles)."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            layout = json.loads(archive["__layout__"].tobytes())
-            return {
-                name: np.unpackbits(archive[name], count=int(np.prod(spec["shape"]))).astype(spec["dtype"]).reshape(spec["shape"])
-                for name, spec in layout.items()
-            }
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
-        raise CheckpointError(f"{path} is not a masks file this suite writes ({exc}); use an earlier checkpoint") from exc
+    """{name: mask} as the program holds them (0/1 in their dtype) from a masks.npz file (never unpickles).
+
+    Each mask's declared shape must match its packed bits before it is unpacked, so a crafted layout cannot
+    make it allocate more than the file holds.
+    """
+    fix = "use an earlier checkpoint"
+    entries = untrusted.load_npz(path, "a masks file this suite writes", fix)
+    if "__layout__" not in entries:
+        raise CheckpointError(f"{path} has no __layout__ entry: not a masks file this suite writes; {fix}")
+    layout = untrusted.parse_json(entries.pop("__layout__").tobytes(), f"{path}:__layout__", "a masks layout", fix, MASK_LAYOUT_FIELDS)
+    masks = {}
+    for name, spec in layout.items():
+        size, packed = math.prod(spec["shape"]), entries.get(name)
+        if packed is None or packed.dtype != np.uint8 or packed.shape != ((size + 7) // 8,):
+            raise CheckpointError(f"{path}: mask {name} of shape {spec['shape']} needs {(size + 7) // 8} packed bytes, the file "
+                                  f"holds {'none' if packed is None else f'{packed.size} of {packed.dtype}'}; {fix}")
+        masks[name] = np.unpackbits(packed, count=size).astype(spec["dtype"]).reshape(spec["shape"])
+    return masks
 
 
 def write_persistables(folder, program, scope):
@@ -90,54 +119,47 @@ def write_persistables(folder, program, scope):
     for suffix, values in groups.items():
         with open(os.path.join(folder, PREFIX + suffix), "wb") as f:
             pickle.dump(values, f, protocol=4)
-    with open(os.path.join(folder, MASKS), "wb") as f:
-        np.savez_compressed(f, **pack_masks(masks))
+    staging.write_npz(os.path.join(folder, MASKS), pack_masks(masks))
 
 
 def save(model_path, epoch, program, state, keep=0):
-    """Write MODEL_PATH/epoch_N atomically, point `latest` at it, keep the newest `keep` (0: all)."""
-    os.makedirs(model_path, exist_ok=True)
-    _remove_staging_leftovers(model_path)
+    """Write MODEL_PATH/epoch_N atomically, point `latest` at it, keep the newest `keep` (0: all).
+
+    Only one process writes a model path (train.py holds its lock), so whatever another process left staged
+    there is a leftover of a run that was killed while saving.
+    """
     name = f"epoch_{epoch}"
     final = os.path.join(model_path, name)
-    staging = os.path.join(model_path, f".tmp-{name}-{os.getpid()}")
-    os.makedirs(staging)
-    try:
-        write_persistables(staging, program, paddle.static.global_scope())
-        with open(os.path.join(staging, STATE), "w") as f:
+    latest = os.path.join(model_path, LATEST)
+    kept = f"{latest} still names the previous checkpoint" if os.path.lexists(latest) else "no checkpoint was written"
+    with staging.staged_folder(final, f"the checkpoint of epoch {epoch} to", replace=True, kept=kept) as folder:
+        staging.remove_leftovers(model_path)
+        write_persistables(folder, program, paddle.static.global_scope())
+        with open(os.path.join(folder, STATE), "w") as f:
             json.dump({"format_version": FORMAT_VERSION, **state}, f, indent=1, sort_keys=True)
-        files = sorted(os.listdir(staging))
+        files = sorted(os.listdir(folder))
         manifest = {
             "format_version": FORMAT_VERSION,
-            "files": {n: {"size": os.path.getsize(os.path.join(staging, n)), "sha256": _sha256(os.path.join(staging, n))} for n in files},
+            "files": {n: {"size": os.path.getsize(os.path.join(folder, n)), "sha256": sha256_of(os.path.join(folder, n))} for n in files},
         }
-        with open(os.path.join(staging, MANIFEST), "w") as f:
+        with open(os.path.join(folder, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
-        _fsync_tree(staging)
-        if os.path.isdir(final):  # a checkpoint of the same epoch (a re-run) is moved aside, then replaced
-            os.rename(final, os.path.join(model_path, f".tmp-old-{name}-{os.getpid()}"))
-        os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    link = os.path.join(model_path, f".tmp-{LATEST}-{os.getpid()}")
-    os.symlink(name, link)
-    os.replace(link, os.path.join(model_path, LATEST))
-    _remove_staging_leftovers(model_path)
+    _point_latest(model_path, name, kept)
     if keep:
         _prune_old(model_path, keep, epoch)
     return final
 
 
-def _remove_staging_leftovers(model_path):
-    """Half-written checkpoints of a run that was killed while saving (only rank 0 ever writes here)."""
-    for name in os.listdir(model_path):
-        if name.startswith(".tmp-"):
-            path = os.path.join(model_path, name)
-            if os.path.islink(path) or not os.path.isdir(path):
-                os.remove(path)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
+def _point_latest(model_path, name, kept):
+    """Swap the `latest` symlink to NAME in one rename."""
+    link = staging.staging_path(os.path.join(model_path, LATEST))
+    try:
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(name, link)
+        os.replace(link, os.path.join(model_path, LATEST))
+    except OSError as exc:
+        raise WriteError(f"could not point {os.path.join(model_path, LATEST)} at {name} ({exc.strerror or exc}); {kept}") from exc
 
 
 def _prune_old(model_path, keep, newest):
@@ -152,6 +174,7 @@ def _prune_old(model_path, keep, newest):
 
 def resolve(path):
     """The checkpoint folder for PATH: a checkpoint itself, or a model_path whose `latest` names one."""
+    staging.refuse_staged(path)
     if os.path.isfile(os.path.join(path, MANIFEST)):
         return path
     latest = os.path.join(path, LATEST)
@@ -161,25 +184,27 @@ def resolve(path):
 
 
 def verify(folder):
-    """Check the manifest: every file present with its size and checksum. Returns state.json's content."""
+    """Check the manifest (every file a reader reads listed, inside the folder, with its size and checksum) and
+    return state.json's content, its fields checked."""
     folder = resolve(folder)
-    try:
-        with open(os.path.join(folder, MANIFEST)) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{folder}/{MANIFEST} is unreadable ({exc}); the checkpoint is corrupt, use an earlier one") from exc
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{folder} has checkpoint format {manifest.get('format_version')!r}, this suite reads {FORMAT_VERSION}")
+    manifest_path = os.path.join(folder, MANIFEST)
+    manifest = untrusted.read_json(manifest_path, "a checkpoint manifest", CORRUPT)
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{manifest_path} is of checkpoint format {version!r}, this suite reads {FORMAT_VERSION}")
+    untrusted.check(manifest, MANIFEST_FIELDS, manifest_path, CORRUPT)
+    unlisted = [n for n in FILES if n not in manifest["files"]]
+    if unlisted:
+        raise CheckpointError(f"{manifest_path} does not list {', '.join(unlisted)}; {CORRUPT}")
     for name, want in manifest["files"].items():
-        path = os.path.join(folder, name)
+        path = untrusted.inside(folder, name, manifest_path)
         if not os.path.isfile(path):
             raise CheckpointError(f"{path} is missing; the checkpoint is incomplete, use an earlier one")
         if os.path.getsize(path) != want["size"]:
             raise CheckpointError(f"{path} is {os.path.getsize(path)} bytes, the manifest says {want['size']}: truncated or corrupt, use an earlier checkpoint")
-        if _sha256(path) != want["sha256"]:
+        if sha256_of(path) != want["sha256"]:
             raise CheckpointError(f"{path} fails its SHA-256 check: the checkpoint is corrupt, use an earlier one")
-    with open(os.path.join(folder, STATE)) as f:
-        return json.load(f)
+    return untrusted.read_json(os.path.join(folder, STATE), "a checkpoint state", CORRUPT, STATE_FIELDS)
 
 
 def read_persistables(folder):

@@ -18,6 +18,7 @@ from suite.errors import CheckpointError
 SPLIT_INFO = "UnpackBigParamInfor@@"  # Paddle's spelling (io_utils._unpack_saved_dict)
 NAME_TABLE = "StructuredToParameterName@@"
 WEIGHTS_FILE = "a weights file Paddle writes"
+NUMERIC_KINDS = "biufc"  # the array kinds a weights file holds: booleans, integers, floats, complex
 
 
 class UnsafePickleError(CheckpointError):
@@ -37,6 +38,14 @@ def _empty_bytes():
     return b""
 
 
+class _StateDict(collections.OrderedDict):
+    """What the allow-list makes for `collections.OrderedDict`: the same dict, except that a pickle's BUILD
+    (which could set attributes such as `pop` or `items` on it and so hijack the code reading it) is refused."""
+
+    def __setstate__(self, state):
+        raise pickle.UnpicklingError("a BUILD instruction targets a dict: not how dicts are pickled")
+
+
 # NumPy pickles name the module of the NumPy that wrote them (numpy.core before 2.0, numpy._core since);
 # both spellings get the running NumPy's own function, found without importing anything by name.
 _reconstruct = np.zeros(0).__reduce__()[0]
@@ -50,7 +59,7 @@ ALLOWED_GLOBALS = {
     ("_codecs", "encode"): _latin1_bytes,  # protocol 2: array data
     ("builtins", "bytes"): _empty_bytes,  # protocol 2: data of a zero-size array
     ("builtins", "tuple"): tuple,  # a Tensor saved outside a flat state dict is pickled as (name, array)
-    ("collections", "OrderedDict"): collections.OrderedDict,  # a layer's state_dict saved inside another dict
+    ("collections", "OrderedDict"): _StateDict,  # a layer's state_dict saved inside another dict
 }
 
 
@@ -107,7 +116,7 @@ def load(path):
             obj = unpickle(f, path)
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if isinstance(obj, dict):
+    if type(obj) in (dict, _StateDict):
         _join_split_arrays(obj, path)
         obj.pop(NAME_TABLE, None)
     return obj
@@ -122,7 +131,7 @@ def _join_split_arrays(state, path):
         for key, entry in info.items():
             parts = [state.pop(part) for part in entry["slices"]]
             state[key] = np.concatenate(parts).reshape(entry["OriginShape"])
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+    except Exception as exc:  # whatever a crafted entry makes fail
         raise CheckpointError(f"{path}: its {SPLIT_INFO} entry (how Paddle stores arrays over 1 GiB) does not match "
                               f"the file's arrays ({type(exc).__name__}: {exc}); the file is corrupt") from exc
 
@@ -137,7 +146,7 @@ def load_arrays(path):
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a dict of arrays: not {WEIGHTS_FILE}")
     for key, value in state.items():
-        if not isinstance(key, str) or not isinstance(value, np.ndarray) or value.dtype.hasobject:
+        if not isinstance(key, str) or type(value) is not np.ndarray or value.dtype.kind not in NUMERIC_KINDS or value.dtype.fields:
             what = f"an array of {value.dtype}" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
             raise CheckpointError(f"{path}: entry {key!r} is {what}, not an array of numbers named by a string; "
                                   f"a weights file holds only those")

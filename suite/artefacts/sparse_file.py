@@ -21,17 +21,34 @@ bitmasks further. "Non-zero" is by bits, so -0.0 is kept as a value and the roun
 """
 import hashlib
 import json
+import math
 import os
-import zipfile
-import zlib
 
 import numpy as np
 
+from suite.artefacts import staging, untrusted
+from suite.artefacts.untrusted import (
+    integer,
+    list_of,
+    map_of,
+    one_of,
+    ratio,
+    record,
+    text,
+)
 from suite.errors import CheckpointError
 
 FORMAT = "paddle-sparse-weights"
 VERSION = 1
 SUFFIX = ".sparse.npz"
+FIX = "export it again"
+ROW_FIELDS = record(
+    {"name": text, "shape": list_of(integer(0)), "dtype": untrusted.numeric_dtype, "encoding": one_of("bitmask", "dense"),
+     "nonzeros": integer(0), "sparsity": ratio, "offset": integer(0)},
+    {"bits_offset": integer(0)},
+)
+HEADER_FIELDS = record({"format": text, "version": integer(), "metadata": map_of(untrusted.anything),
+                        "tensors": list_of(ROW_FIELDS), "sha256": untrusted.sha256})
 
 
 def _nonzero_bits(array):
@@ -92,70 +109,96 @@ def encode(tensors, metadata=None):
 
 
 def write(path, tensors, metadata=None):
-    """Write the file at `path` (through a temporary file and a rename); returns its size in bytes."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **encode(tensors, metadata))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return os.path.getsize(path)
+    """Write the file at `path` (staged, so never half-written); returns its size in bytes."""
+    with staging.staged_file(path, "the sparse weights file") as tmp:
+        staging.write_npz(tmp, encode(tensors, metadata))
+        return os.path.getsize(tmp)
 
 
 def read(path):
-    """(tensors {name: array}, metadata) from a sparse weights file; every inconsistency is a CheckpointError."""
-    entries = _load_entries(path)
+    """(tensors {name: array}, metadata) from a sparse weights file; every inconsistency is a CheckpointError.
+
+    The header is checked field by field, and every tensor's extent against the entries that hold it, before
+    any tensor is decoded: a crafted header cannot make the reader allocate more than the file holds.
+    """
+    entries = untrusted.load_npz(path, f"a {FORMAT} file (written by export.py --format sparse)", FIX)
     header = _header(path, entries.pop("header", None))
     try:
-        streams = {name: _from_byte_planes(planes, np.dtype(name.split(".", 1)[1])) for name, planes in entries.items() if name != "bits"}
+        streams = _streams(entries)
+        for i, row in enumerate(header["tensors"]):
+            _check_extent(row, entries["bits"], streams, f"tensors[{i}] ({row['name']})")
+        if len({row["name"] for row in header["tensors"]}) != len(header["tensors"]):
+            raise ValueError("a tensor name appears twice")
         tensors = {row["name"]: _decode(entries["bits"], streams, row) for row in header["tensors"]}
-    except (KeyError, ValueError, TypeError, IndexError) as exc:
-        raise CheckpointError(f"{path}: a tensor is inconsistent with the header ({type(exc).__name__}: {exc}); export it again") from exc
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}; {FIX}") from None
     if _digest(tensors) != header["sha256"]:
-        raise CheckpointError(f"{path} fails its SHA-256 check: the file is corrupt; export it again")
+        raise CheckpointError(f"{path} fails its SHA-256 check: the file is corrupt; {FIX}")
     return tensors, header["metadata"]
 
 
 def read_metadata(path):
-    """The metadata of a sparse weights file, from its header alone (the tensors are neither read nor checked)."""
-    return _header(path, _load_entries(path, only="header").get("header"))["metadata"]
-
-
-def _load_entries(path, only=None):
-    """{entry: array} of the file's entries (just ONLY when given), or a CheckpointError."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files if only in (None, name)}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise CheckpointError(f"{path} is not a readable sparse weights file ({exc}); export it again") from exc
+    """The metadata of a sparse weights file, from its checked header alone (the tensors are neither read nor decoded)."""
+    entries = untrusted.load_npz(path, f"a {FORMAT} file (written by export.py --format sparse)", FIX, only={"header"})
+    return _header(path, entries.get("header"))["metadata"]
 
 
 def _header(path, entry):
-    """The parsed header entry, or a CheckpointError naming what is wrong with it."""
-    try:
-        header = json.loads(entry.tobytes())
-    except (AttributeError, ValueError) as exc:
-        raise CheckpointError(f"{path} has no valid header: it is not a {FORMAT} file (written by export.py --format sparse)") from exc
-    if header.get("format") != FORMAT or header.get("version") != VERSION:
-        raise CheckpointError(f"{path} is {header.get('format')!r} version {header.get('version')!r}; this suite reads {FORMAT} version {VERSION}")
+    """The header entry parsed and checked field by field, or a CheckpointError naming what is wrong with it."""
+    if entry is None:
+        raise CheckpointError(f"{path} has no header entry: it is not a {FORMAT} file (written by export.py --format sparse)")
+    header = untrusted.parse_json(entry.tobytes(), f"{path} header", "a sparse file header", FIX)
+    if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != VERSION:
+        found = (header.get("format"), header.get("version")) if isinstance(header, dict) else (None, None)
+        raise CheckpointError(f"{path} is {found[0]!r} version {found[1]!r}; this suite reads {FORMAT} version {VERSION}")
+    untrusted.check(header, HEADER_FIELDS, f"{path} header", FIX)
     return header
 
 
+def _streams(entries):
+    """{entry name: flat values} of the values.<dtype> and dense.<dtype> entries; any other entry is refused."""
+    bits = entries.get("bits")
+    if bits is None or bits.dtype != np.uint8 or bits.ndim != 1:
+        raise ValueError("its bits entry is missing or not a flat uint8 array")
+    streams = {}
+    for name, planes in entries.items():
+        if name == "bits":
+            continue
+        kind, _, dtype = name.partition(".")
+        if kind not in ("values", "dense") or not untrusted.is_numeric_dtype(dtype):
+            raise ValueError(f"it holds an entry {name!r}, which is not one this format has (header, bits, values.<dtype>, dense.<dtype>)")
+        dtype = np.dtype(dtype)
+        if planes.dtype != np.uint8 or planes.ndim != 2 or planes.shape[0] != dtype.itemsize:
+            raise ValueError(f"entry {name} is not {dtype.itemsize} byte planes of uint8")
+        streams[name] = _from_byte_planes(planes, dtype)
+    return streams
+
+
+def _check_extent(row, bits, streams, where):
+    """The elements `row` declares must lie inside the entries that hold them."""
+    size = math.prod(row["shape"])
+    if row["nonzeros"] > size:
+        raise ValueError(f"{where} declares {row['nonzeros']} non-zeros in {size} elements")
+    if row["encoding"] == "bitmask":
+        if "bits_offset" not in row or row["bits_offset"] + (size + 7) // 8 > bits.size:
+            raise ValueError(f"{where} declares {size} elements, beyond the {bits.size} bytes of bits")
+        stream, count = f"values.{row['dtype']}", row["nonzeros"]
+    else:
+        stream, count = f"dense.{row['dtype']}", size
+    if stream not in streams or row["offset"] + count > streams[stream].size:
+        held = streams[stream].size if stream in streams else 0
+        raise ValueError(f"{where} declares {count} values at offset {row['offset']}, beyond the {held} {stream} holds")
+
+
 def _decode(bits, streams, row):
+    """The tensor a header row describes (its extent already checked by _check_extent)."""
     dtype, shape = np.dtype(row["dtype"]), tuple(row["shape"])
-    size, start = int(np.prod(shape)), row["offset"]
+    size, start = math.prod(shape), row["offset"]
     if row["encoding"] == "dense":
-        flat = streams[f"dense.{dtype.str}"][start : start + size]
-        if flat.size != size:
-            raise ValueError(f"{row['name']}: {flat.size} of {size} elements stored")
-        return flat.reshape(shape)
+        return streams[f"dense.{dtype.str}"][start : start + size].reshape(shape)
     nonzero = np.unpackbits(bits[row["bits_offset"] : row["bits_offset"] + (size + 7) // 8], count=size).astype(bool)
-    values = streams[f"values.{dtype.str}"][start : start + row["nonzeros"]]
-    if int(nonzero.sum()) != row["nonzeros"] or values.size != row["nonzeros"]:
-        raise ValueError(f"{row['name']}: {int(nonzero.sum())} bits set, {values.size} values, {row['nonzeros']} in the header")
+    if int(nonzero.sum()) != row["nonzeros"]:
+        raise ValueError(f"{row['name']}: {int(nonzero.sum())} bits set, {row['nonzeros']} non-zeros in the header")
     flat = np.zeros(size, dtype)
-    flat[nonzero] = values
+    flat[nonzero] = streams[f"values.{dtype.str}"][start : start + row["nonzeros"]]
     return flat.reshape(shape)

@@ -5,16 +5,22 @@ All three are read into the same shape, a `Source`: arrays keyed by the layers' 
 (`conv1.0.weight`, the keys of `layer.state_dict()`), so weights are matched to a program by what the
 layers are, not by the variable names a program happens to generate.
 """
-import json
 import os
 from dataclasses import dataclass, field
 
 from sparsity import static
-from suite.artefacts import checkpoint, safe_pickle, sparse_file
+from suite.artefacts import checkpoint, safe_pickle, sparse_file, staging, untrusted
+from suite.artefacts.untrusted import integer, map_of, optional, ratio, record, text
 from suite.errors import CheckpointError
 
 STATE_DICT_SUFFIXES = (".pdparams",)
 EXPORT_MANIFEST = "export.json"  # written by export.py beside its artefacts: the model and data they are for
+MODEL_DTYPE = "float32"  # of every parameter and statistic of the suite's programs
+EXPORT_FIX = "export the model again"
+TARGETS_FIELDS = map_of(optional(ratio))
+EXPORT_FIELDS = record({"spec": checkpoint.SPEC_FIELDS, "targets": TARGETS_FIELDS, "structure": map_of(text), "files": map_of(integer(0))},
+                       {"sha256": map_of(untrusted.sha256)})
+SPARSE_METADATA_FIELDS = record({}, {"spec": checkpoint.SPEC_FIELDS, "targets": TARGETS_FIELDS})
 
 
 @dataclass
@@ -31,6 +37,7 @@ class Source:
 
 def kind_of(path):
     """'checkpoint', 'sparse' or 'state_dict' for PATH, or a CheckpointError saying what is accepted."""
+    staging.refuse_staged(path)
     if os.path.isdir(path):
         checkpoint.resolve(path)  # raises with the checkpoint's own message
         return "checkpoint"
@@ -55,7 +62,7 @@ def read(path):
         structure = state["structure"]  # structural name -> variable name
         arrays = {key: values[var] for key, var in structure.items() if var in values}
         targets = {key: state["targets"][var] for key, var in structure.items() if var in state["targets"]}
-        return Source(folder, kind, arrays, checkpoint.model_spec(state), targets)
+        return _source(folder, kind, arrays, checkpoint.model_spec(state), targets)
     if kind == "sparse":
         arrays, metadata = sparse_file.read(path)
         if metadata.get("onnx"):
@@ -63,24 +70,47 @@ def read(path):
                 f"{path} is an INT8 ONNX model packed as a sparse file (export.py --format sparse_int8), not float weights; "
                 f"evaluate it with evaluate.py, and start from the float {sparse_file.SUFFIX} or the checkpoint instead"
             )
-        return Source(path, kind, arrays, metadata.get("spec", {}), metadata.get("targets", {}))
-    manifest = export_manifest(os.path.dirname(path)) or {"spec": {}, "targets": {}}  # a state dict of export.py's
-    return Source(path, kind, read_state_dict(path), manifest["spec"], manifest["targets"])
+        untrusted.check(metadata, SPARSE_METADATA_FIELDS, f"{path} header", sparse_file.FIX, "metadata")
+        return _source(path, kind, arrays, metadata.get("spec", {}), metadata.get("targets", {}))
+    folder = os.path.dirname(path)
+    manifest = export_manifest(folder)  # a state dict of export.py's has one beside it
+    if manifest is None:
+        return Source(path, kind, read_state_dict(path))
+    verify_export_files(folder, manifest, [os.path.basename(path)])
+    return _source(path, kind, read_state_dict(path), manifest["spec"], manifest["targets"])
+
+
+def _source(path, kind, arrays, spec, targets):
+    """A Source whose targets name only tensors it holds."""
+    unknown = sorted(set(targets) - set(arrays))
+    if unknown:
+        raise CheckpointError(f"{path} gives a target ratio for {unknown[0]}, a tensor it does not hold; the file is corrupt or was altered")
+    return Source(path, kind, arrays, spec, targets)
 
 
 def export_manifest(folder):
-    """The export.json in FOLDER ({spec, targets, structure, ...}), or None when there is none."""
+    """The export.json in FOLDER ({spec, targets, structure, files, ...}, its fields checked), or None when there is none."""
     path = os.path.join(folder, EXPORT_MANIFEST)
     if not os.path.isfile(path):
         return None
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-        if not all(isinstance(manifest.get(key), dict) for key in ("spec", "targets", "structure")):
-            raise ValueError("spec, targets or structure missing")
-        return manifest
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is unreadable ({exc}); export the model again") from exc
+    manifest = untrusted.read_json(path, "an export manifest", EXPORT_FIX, EXPORT_FIELDS)
+    unknown = sorted(set(manifest["targets"]) - set(manifest["structure"]))
+    if unknown:
+        raise CheckpointError(f"{path}: targets name {unknown[0]}, which its structure does not list; {EXPORT_FIX}")
+    return manifest
+
+
+def verify_export_files(folder, manifest, names):
+    """Check the files NAMES of an export against its export.json (inside FOLDER, size, and SHA-256 where recorded)."""
+    source = os.path.join(folder, EXPORT_MANIFEST)
+    for name in names:
+        path = untrusted.inside(folder, name, source)
+        if name not in manifest["files"]:
+            continue  # not written by the export (added later): read as it is
+        if os.path.getsize(path) != manifest["files"][name]:
+            raise CheckpointError(f"{path} is {os.path.getsize(path)} bytes, {source} says {manifest['files'][name]}: truncated or altered; {EXPORT_FIX}")
+        if name in manifest.get("sha256", {}) and checkpoint.sha256_of(path) != manifest["sha256"][name]:
+            raise CheckpointError(f"{path} fails its SHA-256 check against {source}: the file is corrupt; {EXPORT_FIX}")
 
 
 def read_state_dict(path):
@@ -138,6 +168,9 @@ def match(source, structure, shapes, head_prefixes=()):
             raise CheckpointError(
                 f"{source.path} does not match this model: {key} has shape {list(got)}, the model needs {list(want)}; check --model, --scale and --data"
             )
+        if arrays[key].dtype != MODEL_DTYPE:
+            raise CheckpointError(f"{source.path}: {key} holds {arrays[key].dtype} values, the model's are {MODEL_DTYPE}; "
+                                  f"save the weights as {MODEL_DTYPE}")
         values[var] = arrays[key]
     extra = sorted(set(arrays) - set(structure))
     if extra:

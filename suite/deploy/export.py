@@ -5,12 +5,11 @@ ops), `onnx` (converted from it by paddle2onnx, run by ONNX Runtime), `sparse` (
 weights file, see suite/artefacts/sparse_file.py) and, on request, `state_dict` (`model.pdparams` keyed by structural
 names, as the model zoo's files: for `layer.set_state_dict(paddle.load(...))` or `--pretrained_model`), and the INT8
 formats of suite/deploy/quantize.py: `onnx_int8`, `onnx_int8_deepsparse`, and `sparse_int8` (the int8 ONNX model as
-a sparse file). Everything is written into a staging folder beside OUTPUT and renamed into place at the end, so a
-failed export leaves nothing behind and never touches an existing folder.
+a sparse file). Everything is written into a staging folder beside OUTPUT (suite/artefacts/staging.py) and renamed
+into place at the end, so a failed export leaves nothing behind and never touches an existing folder.
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -18,9 +17,10 @@ import numpy as np
 import paddle
 
 from sparsity import static
-from suite.artefacts import sparse_file, weights
+from suite.artefacts import checkpoint, sparse_file, staging, weights
 from suite.deploy import quantize, runtimes
-from suite.errors import ConfigError, WriteError
+from suite.errors import CheckpointError, ConfigError, WriteError
+from suite.training.log import Eta
 
 INT8_FORMATS = ("onnx_int8", "onnx_int8_deepsparse", "sparse_int8")
 FORMATS = ("paddle", "onnx", "sparse", "state_dict", *INT8_FORMATS)
@@ -50,33 +50,19 @@ def check_output(output):
         raise ConfigError(f"--output {output} already exists and is not empty; pass a new folder (exports never overwrite)")
 
 
-def export(graph, exe, scope, spec, formats, output, source_path, targets, calibration=None):
+def export(graph, exe, scope, spec, formats, output, source_path, targets, calibration=None, progress=print):
     """Write the chosen formats of the weights now in `scope` (loaded into `graph`, a program.TestGraph) to OUTPUT.
 
     `targets` maps the pruned tensors' structural names to their target ratios; `calibration` (a quantize.Calibration)
-    is needed by the INT8 formats. Returns the manifest (files, sizes, checks).
+    is needed by the INT8 formats; `progress(line)` gets a line (with an ETA) as each format is written and checked.
+    Returns the manifest (files, sizes, checks).
     """
     check_output(output)
     require_packages(formats)
     if calibration is None and set(formats) & set(INT8_FORMATS):
         raise ConfigError(f"--format {' '.join(f for f in formats if f in INT8_FORMATS)} needs calibration images (quantize.calibration_images)")
-    parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".tmp-export-{os.path.basename(os.path.abspath(output))}-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    try:
-        manifest = _write_all(graph, exe, scope, spec, formats, staging, source_path, targets, calibration)
-        if os.path.isdir(output):
-            os.rmdir(output)  # empty (check_output), so nothing is lost
-        os.rename(staging, output)
-    except WriteError:
-        raise
-    except OSError as exc:
-        raise WriteError(f"could not write the export to {output} ({exc}); nothing was written there") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+    with staging.staged_folder(output, "the export to") as folder:
+        return _write_all(graph, exe, scope, spec, formats, folder, source_path, targets, calibration, progress)
 
 
 def require_packages(formats):
@@ -92,7 +78,13 @@ def _needs_onnx(formats):
     return "onnx" in formats or bool(set(formats) & set(INT8_FORMATS))
 
 
-def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets, calibration):
+def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets, calibration, progress):
+    eta = Eta(len(formats))
+
+    def checked(fmt):
+        progress(f"exported and checked {fmt} ({len([f for f in formats if f in checks])}/{len(formats)}), "
+                 f"{eta.update(len([f for f in formats if f in checks]))}")
+
     rng = np.random.default_rng(0)
     sample = rng.standard_normal((SAMPLE_BATCH, spec["in_channels"], spec["image_size"], spec["image_size"])).astype("float32")
     (expected,) = exe.run(graph.test, feed={"image": sample}, fetch_list=[graph.logits], scope=scope)
@@ -104,19 +96,23 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets, c
         paddle.static.save_inference_model(
             os.path.join(folder, runtimes.INFERENCE_PREFIX), [graph.images], [graph.logits], exe, program=graph.test
         )
-        checks["paddle"] = _compare("Paddle Inference", runtimes.paddle_inference(folder, place)(sample), expected)
+        checks["paddle"] = _compare("Paddle Inference", _run_check(runtimes.paddle_inference, folder, place, sample), expected)
+        if "paddle" in formats:
+            checked("paddle")
     if _needs_onnx(formats):  # the INT8 formats are quantized from it (removed if not asked for)
         onnx_path = os.path.join(folder, ONNX_FILE)
         _convert_to_onnx(folder, onnx_path)
-        checks["onnx"] = _compare("ONNX Runtime", runtimes.onnx_runtime(onnx_path, place)(sample), expected)
+        checks["onnx"] = _compare("ONNX Runtime", _run_check(runtimes.onnx_runtime, onnx_path, place, sample), expected)
         if "paddle" not in formats:
             for path in runtimes.inference_model_files(folder):
                 os.remove(path)
             del checks["paddle"]
+        if "onnx" in formats:
+            checked("onnx")
     if set(formats) & set(INT8_FORMATS):
         float_weights = {graph.structure[key]: array for key, array in tensors.items()}
         metadata = {"spec": spec, "targets": dict(targets), "structure": graph.structure}
-        checks.update(_write_int8(folder, formats, calibration, place, float_weights, metadata))
+        _write_int8(folder, formats, calibration, place, float_weights, metadata, checks, checked)
         if "onnx" not in formats:
             os.remove(os.path.join(folder, ONNX_FILE))
             del checks["onnx"]
@@ -124,10 +120,12 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets, c
         path = os.path.join(folder, SPARSE_FILE)
         sparse_file.write(path, tensors, metadata={"spec": spec, "targets": dict(targets)})
         checks["sparse"] = _check_round_trip(path, sparse_file.read(path)[0], tensors)
+        checked("sparse")
     if "state_dict" in formats:
         path = os.path.join(folder, STATE_DICT_FILE)
         paddle.save(tensors, path, protocol=4)
         checks["state_dict"] = _check_round_trip(path, weights.read_state_dict(path), tensors)
+        checked("state_dict")
     dense_bytes = sum(a.nbytes for a in tensors.values())
     manifest = {
         "format_version": 1,
@@ -137,6 +135,7 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets, c
         "paddle_version": paddle.__version__,
         "dense_float32_bytes": int(dense_bytes),
         "files": {name: os.path.getsize(os.path.join(folder, name)) for name in sorted(os.listdir(folder))},
+        "sha256": {name: checkpoint.sha256_of(os.path.join(folder, name)) for name in sorted(os.listdir(folder))},
         "checks": checks,
         "targets": dict(targets),
         "structure": graph.structure,
@@ -147,20 +146,20 @@ def _write_all(graph, exe, scope, spec, formats, folder, source_path, targets, c
     return manifest
 
 
-def _write_int8(folder, formats, calibration, place, float_weights, metadata):
-    """The INT8 formats asked for, quantized from model.onnx in FOLDER and checked against it; returns their checks.
-
-    sparse_int8 packs model.int8.onnx (made for it, and removed if onnx_int8 was not asked for)."""
+def _write_int8(folder, formats, calibration, place, float_weights, metadata, checks, checked):
+    """The INT8 formats asked for, quantized from model.onnx in FOLDER and checked against it, their checks added to
+    `checks`. sparse_int8 packs model.int8.onnx (made for it, and removed if onnx_int8 was not asked for)."""
     float_path = os.path.join(folder, ONNX_FILE)
-    float_predict = runtimes.onnx_runtime(float_path, place)
-    checks = {}
+    float_predict = _run_check(runtimes.onnx_runtime, float_path, place)
     for variant, name in quantize.VARIANT_FILES.items():
         if variant in formats or (variant == "onnx_int8" and "sparse_int8" in formats):
             path = os.path.join(folder, name)
             quantize.quantize(float_path, path, calibration.images, variant, calibration.method)
             held = quantize.integer_weights(path, float_weights)
-            int8_predict = runtimes.onnx_runtime(path, place)
+            int8_predict = _run_check(runtimes.onnx_runtime, path, place)
             checks[variant] = quantize.check(float_predict, int8_predict, calibration.check_images, held, float_weights)
+            if variant in formats:
+                checked(variant)
     if "sparse_int8" in formats:
         int8_path, packed = os.path.join(folder, FORMAT_FILES["onnx_int8"]), os.path.join(folder, SPARSE_INT8_FILE)
         quantize.pack(int8_path, packed, {**metadata, "calibration": calibration.describe()})
@@ -168,10 +167,20 @@ def _write_int8(folder, formats, calibration, place, float_weights, metadata):
             if quantize.unpack(packed)[0] != f.read():
                 raise WriteError(f"{packed} does not restore {FORMAT_FILES['onnx_int8']} byte for byte; this is a bug, please report it")
         checks["sparse_int8"] = f"restores {FORMAT_FILES['onnx_int8']} byte for byte"
+        checked("sparse_int8")
         if "onnx_int8" not in formats:
             os.remove(int8_path)
             del checks["onnx_int8"]
-    return checks
+
+
+def _run_check(runtime, path, place, sample=None):
+    """The runtime's predict() for the file just written, or its logits for `sample`; a runtime refusing the file
+    fails the export's check."""
+    try:
+        predict = runtime(path, place)
+        return predict if sample is None else predict(sample)
+    except CheckpointError as exc:
+        raise WriteError(f"{exc}; the export failed its check and was not kept") from exc
 
 
 def describe_check(fmt, check):

@@ -41,6 +41,13 @@ class World:
         if self.nranks > 1:
             self._sum([1.0, 0.0])
 
+    def all_ok(self, ok):
+        """True when `ok` is true on every rank (each rank calls it; it is a barrier too): how ranks agree to go on
+        or to stop together when only one of them (rank 0, which writes) could fail."""
+        if self.nranks == 1:
+            return bool(ok)
+        return self._sum([1.0 if ok else 0.0, 0.0])[0] == self.nranks
+
     def same_on_all_ranks(self, value):
         """True when every rank passes the same number (sum of squares equals square of sum / n)."""
         if self.nranks == 1:

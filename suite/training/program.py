@@ -149,8 +149,9 @@ def load_test_graph(source, spec, place):
     paddle.enable_static()
     try:
         graph = build_test(spec["model"], spec["scale"], spec["image_size"], spec["in_channels"], spec["num_classes"])
-    except ValueError as exc:  # the registry refusing the model or scale
-        raise ConfigError(str(exc)) from exc
+    except ValueError as exc:  # the registry refusing the model or scale, or a layer the input size leaves empty
+        raise ConfigError(f"{spec['model']} x{spec['scale']} at {spec['image_size']}x{spec['image_size']} pixels with "
+                          f"{spec['num_classes']} classes cannot be built ({exc}); check --model, --scale and --image_size") from exc
     exe = paddle.static.Executor(place)
     scope = paddle.static.global_scope()
     exe.run(graph.startup)
@@ -176,8 +177,5 @@ def resolve_spec(saved, overrides):
     if spec["data"] not in DATASETS:
         raise ConfigError(f"--data {spec['data']!r} is not a known dataset; choose one of {', '.join(sorted(DATASETS))}")
     info = DATASETS[spec["data"]]
-    spec["scale"] = spec["scale"] or 1.0
-    spec["image_size"] = spec["image_size"] or info.image_size
-    spec["in_channels"] = spec["in_channels"] or info.in_channels
-    spec["num_classes"] = spec["num_classes"] or info.num_classes
-    return spec
+    defaults = {"scale": 1.0, "image_size": info.image_size, "in_channels": info.in_channels, "num_classes": info.num_classes}
+    return {**spec, **{key: value for key, value in defaults.items() if spec[key] is None}}

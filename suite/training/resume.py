@@ -34,6 +34,12 @@ DEFINING_FLAGS = (
 )
 
 
+def latest_link(model_path):
+    """What MODEL_PATH/latest names, or None: a run compares it before and after taking the folder's lock."""
+    latest = os.path.join(model_path, LATEST)
+    return os.readlink(latest) if os.path.islink(latest) else None
+
+
 def find_resume_point(cfg, nranks):
     """(folder, state) of the checkpoint a training run continues from, or (None, None) for a new run.
 
