@@ -93,6 +93,10 @@ class DygraphBinding:
     def read(self, name):
         return self._tensors[name].numpy()
 
+    def write_mask(self, name, mask):
+        """Set the mask of parameter `name` (0/1, its shape); it applies from the next masking on."""
+        self.masks[name].set_value(np.asarray(mask, "float32"))
+
 
 class PruningCallback(paddle.callbacks.Callback):
     """`paddle.Model.fit(..., callbacks=[PruningCallback(pruner)])`: one `pruner.step()` after every training batch."""

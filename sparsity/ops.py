@@ -43,6 +43,13 @@ def largest(x):
     return paddle.reshape(paddle.max(x), [1])
 
 
+def total(x):
+    """The sum of all elements, as a 1-element tensor."""
+    if legacy_static():
+        return _append_legacy_op("reduce_sum", x, {"dim": [0], "keep_dim": False, "reduce_all": True})
+    return paddle.reshape(paddle.sum(x), [1])
+
+
 def masked(weight, mask):
     """weight * mask with the pruned entries +0.0: a negative weight times 0 is -0.0, whose sign bit a
     bit-exact sparse file would have to keep as a value. A mask of another dtype than the weight (a bool

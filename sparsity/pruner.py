@@ -309,6 +309,10 @@ class UnstructuredPruner:
         return input
 
     # ---- figures -----------------------------------------------------------------------------------
+    def describe(self):
+        """One line: what is pruned, by which rule, to what."""
+        return f"{len(self.params)} parameters, {self.rule!r}, target ratio {self.target}"
+
     def sparsity(self):
         """Sparsity of the current weights: {'model', 'pruned', 'layers' (with each pruned one's target), 'nonfinite'}."""
         rows = [report.count(p.name, self.binding.read(p.name)) for p in self.binding.model_params]

@@ -282,3 +282,8 @@ class StaticBinding:
 
     def read(self, name):
         return read(self.scope, name)
+
+    def write_mask(self, name, mask):
+        """Set the mask of parameter `name` (0/1, its shape); it applies from the next masking on."""
+        self.ensure_initialized()
+        write(self.scope, mask_name(name), np.asarray(mask, "float32"), self.place)
