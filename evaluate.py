@@ -65,6 +65,9 @@ def evaluate(cfg):
         "samples": accuracy["samples"],
         "model_sparsity": sparsity["model"],
         "pruned_sparsity": sparsity["pruned"],
+        "flops": model.counts[0].flops,
+        "params": model.counts[0].params,
+        "dense_flops": model.counts[1].flops if model.counts[1] else None,
         "layers": sparsity["layers"],
         "plots": plotted,
     }
@@ -97,6 +100,8 @@ def print_report(result):
     print(f"{result['kind']} {result['path']}: {result['model']} x{result['scale']} on {result['data']} ({result['samples']} test samples)")
     print(f"top1 {result['top1']:.4f}  top5 {result['top5']:.4f}")
     print(f"sparsity: whole model {result['model_sparsity']:.4f}, pruned set {result['pruned_sparsity']:.4f}")
+    slimmed = f" ({result['flops'] / result['dense_flops']:.3f}x the FLOPs of the model before slimming)" if result["dense_flops"] else ""
+    print(f"FLOPs {result['flops']:,}, parameters {result['params']:,}{slimmed}")
     rows = result["layers"]
     name_width = max(len(r["name"]) for r in rows)
     layer_width = max(len(r["layer"]) for r in rows)

@@ -41,7 +41,7 @@ def parse_args(argv=None):
     add("--momentum_rate", type=float, default=0.9)
     add("--pruning_strategy", default="base", choices=["base", "gmp", "none"], help="none trains dense (a baseline)")
     add("--pruning_mode", default="ratio", choices=["ratio", "threshold", "nm"], help="nm: keep n of every m weights (--nm_pattern)")
-    add("--ratio", type=float, default=0.55, help="fraction of the pruned set to zero")
+    add("--ratio", type=float, default=None, help=f"fraction of the pruned set to zero (channels: of the prunable channels); default {config.DEFAULT_RATIO}")
     add("--threshold", type=float, default=1e-2, help="threshold mode: |w| below this is zeroed")
     add("--sparse_block", type=int, nargs="+", default=[1, 1], help="m n: prune m x n blocks (2 1: semi-structured)")
     add("--nm_pattern", type=int, nargs="+", default=[2, 4], help="n m for --pruning_mode nm: keep n of every m along the input axis")
@@ -50,8 +50,12 @@ def parse_args(argv=None):
     add("--granularity", default=None, choices=["element", "block", "nm", "channel", "random"],
         help="what is pruned as a unit (default: from --pruning_mode and --sparse_block, as in PaddleSlim)")
     add("--block_per_position", action="store_true", help="blocks: one m x n block per conv kernel position instead of whole slabs")
-    add("--channel_dim", type=int, default=0, choices=[0, 1], help="channel: 0 prunes conv filters (output channels), 1 input channels")
-    add("--channel_norm", type=float, default=2.0, help="channel: the p of the Ln norm that scores a channel")
+    add("--channel_score", default="l2", choices=["l1", "l2", "bn_scale", "fpgm"],
+        help="channel: what ranks a group's channels (normalised per group): filter magnitude, BatchNorm scale, geometric median")
+    add("--target_flops", type=float, default=None, help="channel: keep this fraction of the dense model's FLOPs (instead of --ratio)")
+    add("--min_channels", type=int, default=1, help="channel: every layer keeps at least this many channels")
+    add("--channel_multiple", type=int, default=8, help="channel: layers of 16+ channels keep a multiple of this (runtimes run such widths faster)")
+    add("--bn_l1", type=float, default=0.0, help="channel: Network Slimming's L1 weight on the BatchNorm scales of prunable groups")
     add("--sparsity_config", default=None, help="YAML or JSON: {parameter or layer name or glob: ratio or skip} per-layer targets")
     add("--stable_epochs", type=int, default=0)
     add("--pruning_epochs", type=int, default=60)
@@ -97,8 +101,9 @@ def setup(cfg):
     config.check_gmp_fits(cfg, steps)
     place = cli.choose_place(cfg.use_gpu)
     pretrained = weights.read(cfg.pretrained_model) if cfg.pretrained_model else None  # checked even when resuming
+    cfg.widths = slimmed_widths(cfg, pretrained)
     latest = resume.latest_link(cfg.model_path)
-    folder, state = resume.find_resume_point(cfg, nranks)
+    folder, state = resume.find_resume_point(cfg, nranks, defaults=vars(parse_args([])))
     if folder:
         pretrained = None  # a resumed run continues from its own weights
     num_classes = max(getattr(s, "num_classes", info.num_classes) for s in (train_set, test_set))
@@ -106,6 +111,15 @@ def setup(cfg):
         info=info, train_set=train_set, test_set=test_set, steps=steps, folder=folder, state=state, place=place, num_classes=num_classes, pretrained=pretrained,
         latest=latest,
     )
+
+
+def slimmed_widths(cfg, source):
+    """The layer widths of a slimmed model (slim.py) the run starts from, which the model is built with; None otherwise."""
+    widths = (source.spec.get("widths") if source else None) or None
+    if widths and (source.spec.get("model"), source.spec.get("scale")) != (cfg.model, cfg.scale):
+        raise ConfigError(f"--pretrained_model {cfg.pretrained_model} is a slimmed {source.spec.get('model')} x{source.spec.get('scale')}; "
+                          f"pass --model {source.spec.get('model')} --scale {source.spec.get('scale')} to fine-tune it")
+    return widths
 
 
 def prepare(cfg):
@@ -181,7 +195,7 @@ def train(cfg, run, log):
     log.line(
         f"{cfg.model} x{cfg.scale} on {cfg.data} ({len(run.train_set)} train / {len(run.test_set)} test, {cfg.image_size}px), "
         f"{run.steps} steps/epoch x {team.nranks} card(s), place {run.place}, IR {'PIR' if static.pir_enabled() else 'legacy'}, "
-        f"pruning {cfg.pruning_strategy}" + (f" ({len(pruner.params)} parameters, {pruner.rule!r}, target ratio {cfg.ratio})" if pruner else "")
+        f"pruning {cfg.pruning_strategy}" + (f" ({pruner.describe()})" if pruner else "")
     )
     model_params = static.model_params(graph.main)
     targets = pruner.layer_targets() if pruner else {}
@@ -223,7 +237,12 @@ def evaluate_epoch(cfg, run, epoch, log):
     result = loop.evaluate(loop.program_predictor(run.exe, graph.test, graph.test_logits), batches)
     sparsity = run.sparsity_report()
     row = {"epoch": epoch, "step": (epoch + 1) * run.steps, "top1": result["top1"], "top5": result["top5"], "model_sparsity": sparsity["model"], "pruned_sparsity": sparsity["pruned"]}
-    log.line(f"test epoch {epoch}: top1 {row['top1']:.4f} top5 {row['top5']:.4f} sparsity model {row['model_sparsity']:.4f} pruned {row['pruned_sparsity']:.4f}")
+    channels = ""
+    if hasattr(graph.pruner, "flops"):  # channel groups: what slim.py will make of the masked model
+        kept, dense = graph.pruner.flops()
+        row["flops"] = kept / dense
+        channels = f" FLOPs {row['flops']:.3f}x of dense"
+    log.line(f"test epoch {epoch}: top1 {row['top1']:.4f} top5 {row['top5']:.4f} sparsity model {row['model_sparsity']:.4f} pruned {row['pruned_sparsity']:.4f}{channels}")
     emptied = [layer["name"] for layer in sparsity["layers"] if layer["pruned"] and layer["size"] and layer["sparsity"] == 1.0]
     if emptied:
         log.line(f"warning: every weight of {', '.join(emptied)} is pruned, so no signal passes that layer; "
@@ -260,7 +279,7 @@ def save_checkpoint(cfg, run, epoch, log):
             "nranks": team.nranks,
             "spec": {
                 "model": cfg.model, "scale": cfg.scale, "image_size": cfg.image_size, "in_channels": run.info.in_channels,
-                "num_classes": run.num_classes, "data": cfg.data, "data_dir": cfg.data_dir,
+                "num_classes": run.num_classes, "data": cfg.data, "data_dir": cfg.data_dir, "widths": cfg.widths,
             },
             "structure": graph.structure,
             "targets": graph.pruner.layer_targets() if graph.pruner else {},

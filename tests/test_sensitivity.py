@@ -38,7 +38,9 @@ def test_proposal_uses_a_monotone_drop_and_respects_max_drop():
 
 def test_granularity_tokens():
     assert parse_granularity(["block", "2", "1"]) == rules.Block(2, 1)
-    assert parse_granularity(["channel", "1", "1.0"]) == rules.Channel(1, 1.0)
+    assert parse_granularity(["channel"]) is None  # whole channel groups: no rule of a single tensor
+    with pytest.raises(ValueError, match="channel takes at most 0 number"):
+        parse_granularity(["channel", "1"])
     assert parse_granularity(["element"]) == rules.Element()
     with pytest.raises(ValueError, match="takes at most 2 number"):
         parse_granularity(["block", "2", "1", "3"])

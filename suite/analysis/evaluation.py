@@ -8,13 +8,14 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import paddle
 
-from sparsity import selection, static
+from sparsity import flops, selection, static
 from suite.artefacts import sparse_file, staging, weights
 from suite.deploy import quantize, runtimes
 from suite.errors import CheckpointError, ConfigError
 from suite.training import loop
-from suite.training.program import load_test_graph, resolve_spec
+from suite.training.program import build_test, load_test_graph, resolve_spec
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Artefact:
     weights: dict  # {variable name: array}: the model's parameters as the artefact holds them
     targets: dict  # {variable name: target ratio (None: unknown)} of the pruned tensors
     layers: dict  # {variable name: structural name}
+    counts: tuple = ()  # (flops.Count of this model, of the dense model it was slimmed from, or None)
 
 
 def deployed_kind(path):
@@ -73,7 +75,7 @@ def open_artefact(path, overrides, place):
         layer = quantize.layer_weights(model, layers)
         held.update(layer)
         kind = "onnx_int8" if kind == "onnx" and any(w.dtype == np.int8 for w in layer.values()) else kind
-    return Artefact(kind, path, spec, predict, {var: held[var] for var in layers if var in held}, targets, layers)
+    return Artefact(kind, path, spec, predict, {var: held[var] for var in layers if var in held}, targets, layers, model_counts(spec))
 
 
 def _open_weights(source, overrides, place):
@@ -85,4 +87,15 @@ def _open_weights(source, overrides, place):
     else:  # a dense run or a plain state dict: report the set a pruner would prune by default
         targets = dict.fromkeys(p.name for p in selection.prunable_params(graph.test))
     predict = loop.program_predictor(exe, graph.test, graph.logits, scope)
-    return Artefact(source.kind, source.path, spec, predict, held, targets, {var: key for key, var in graph.structure.items()})
+    layers = {var: key for key, var in graph.structure.items()}
+    return Artefact(source.kind, source.path, spec, predict, held, targets, layers, model_counts(spec, graph.test))
+
+
+def model_counts(spec, program=None):
+    """(FLOPs and parameters of spec's model, of the dense model before slimming or None when it was not slimmed)."""
+    paddle.enable_static()
+
+    def count(widths):
+        return flops.count_program(build_test(spec["model"], spec["scale"], spec["image_size"], spec["in_channels"], spec["num_classes"], widths).test)
+
+    return (flops.count_program(program) if program is not None else count(spec["widths"]), count(None) if spec["widths"] else None)

@@ -111,9 +111,10 @@ def weight_histograms(weights, path, title, bins=60, columns=4):
     return _save(plt, fig, path, dpi=90)
 
 
-def sensitivity_curves(points, dense_top1, path, title, proposed=None, columns=4):
+def sensitivity_curves(points, dense_top1, path, title, proposed=None, columns=4, unit="weights"):
     """One small panel per parameter: top-1 against the ratio it alone was pruned to, the dense top-1 as a
-    dashed line, and the proposed ratio (if any) as a red dotted line; points are sensitivity.Point rows."""
+    dashed line, and the proposed ratio (if any) as a red dotted line; points are sensitivity.Point rows, whose
+    size counts `unit` (weights, or a channel group's channels)."""
     plt = _pyplot()
     if plt is None or not points:
         return None
@@ -128,7 +129,7 @@ def sensitivity_curves(points, dense_top1, path, title, proposed=None, columns=4
         ax.axhline(100 * dense_top1, color="gray", linestyle="--", linewidth=1)
         if proposed and name in proposed:
             ax.axvline(proposed[name], color="tab:red", linestyle=":", linewidth=1.5)
-        ax.set_title(f"{curve[0].layer or name} ({curve[0].size:,})", fontsize=8)
+        ax.set_title(f"{curve[0].layer or name} ({curve[0].size:,} {unit})", fontsize=8)
         ax.set_ylim(max(0, 100 * low - 5), 100 * dense_top1 + 3)
         ax.tick_params(labelsize=7, labelbottom=True)
         ax.set_xlim(-0.03, 1.0)

@@ -47,7 +47,7 @@ MANIFEST_FIELDS = record({"format_version": integer(), "files": map_of(record({"
 SPEC_FIELDS = record({  # the model and data facts saved with weights (checkpoints, exports, sparse files)
     "model": text, "scale": number(lambda v: v > 0, "a number > 0"), "image_size": integer(1), "in_channels": integer(1),
     "num_classes": integer(1), "data": text, "data_dir": optional(text),
-})
+}, {"widths": optional(map_of(list_of(integer(1))))})  # a slimmed model's layer widths (slim.py)
 STATE_FIELDS = record({
     "epoch": integer(0), "step": integer(0), "ir": one_of("pir", "legacy"), "nranks": integer(1), "spec": SPEC_FIELDS,
     "structure": map_of(text), "targets": map_of(optional(ratio)), "flags": map_of(untrusted.anything),
@@ -58,6 +58,9 @@ STATE_FIELDS = record({
     "history": list_of(record({"epoch": integer(0), "step": integer(0), "top1": ratio, "top5": ratio,
                                "model_sparsity": ratio, "pruned_sparsity": ratio})),
     "curve": list_of(record({"step": integer(0), "loss": number(), "top1": ratio, "sparsity": ratio, "lr": number()})),
+})
+SLIM_STATE_FIELDS = record({  # a slim model's checkpoint (slim.py): weights and what rebuilds them, no training run
+    "kind": one_of("slim"), "ir": one_of("pir", "legacy"), "spec": SPEC_FIELDS, "structure": map_of(text), "targets": map_of(optional(ratio)),
 })
 MASK_LAYOUT_FIELDS = map_of(record({"shape": list_of(integer(0)), "dtype": untrusted.numeric_dtype}))
 
@@ -122,6 +125,29 @@ def write_persistables(folder, program, scope):
     staging.write_npz(os.path.join(folder, MASKS), pack_masks(masks))
 
 
+def _write_contents(folder, program, scope, state):
+    """A checkpoint's files in FOLDER: the persistables, state.json, then manifest.json over them."""
+    write_persistables(folder, program, scope)
+    with open(os.path.join(folder, STATE), "w") as f:
+        json.dump({"format_version": FORMAT_VERSION, **state}, f, indent=1, sort_keys=True)
+    files = sorted(os.listdir(folder))
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "files": {n: {"size": os.path.getsize(os.path.join(folder, n)), "sha256": sha256_of(os.path.join(folder, n))} for n in files},
+    }
+    with open(os.path.join(folder, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+
+
+def write(folder, program, scope, state, what):
+    """A checkpoint of `program`'s persistables in `scope` at FOLDER (new or empty), staged beside it and renamed into
+    place: a model that is not a training run's (slim.py's), so no `latest` link and no optimizer state. `what`
+    names it in the one line a failed write ends with."""
+    with staging.staged_folder(folder, what) as staged:
+        _write_contents(staged, program, scope, state)
+    return folder
+
+
 def save(model_path, epoch, program, state, keep=0):
     """Write MODEL_PATH/epoch_N atomically, point `latest` at it, keep the newest `keep` (0: all).
 
@@ -134,16 +160,7 @@ def save(model_path, epoch, program, state, keep=0):
     kept = f"{latest} still names the previous checkpoint" if os.path.lexists(latest) else "no checkpoint was written"
     with staging.staged_folder(final, f"the checkpoint of epoch {epoch} to", replace=True, kept=kept) as folder:
         staging.remove_leftovers(model_path)
-        write_persistables(folder, program, paddle.static.global_scope())
-        with open(os.path.join(folder, STATE), "w") as f:
-            json.dump({"format_version": FORMAT_VERSION, **state}, f, indent=1, sort_keys=True)
-        files = sorted(os.listdir(folder))
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "files": {n: {"size": os.path.getsize(os.path.join(folder, n)), "sha256": sha256_of(os.path.join(folder, n))} for n in files},
-        }
-        with open(os.path.join(folder, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
+        _write_contents(folder, program, paddle.static.global_scope(), state)
     _point_latest(model_path, name, kept)
     if keep:
         _prune_old(model_path, keep, epoch)
@@ -204,7 +221,10 @@ def verify(folder):
             raise CheckpointError(f"{path} is {os.path.getsize(path)} bytes, the manifest says {want['size']}: truncated or corrupt, use an earlier checkpoint")
         if sha256_of(path) != want["sha256"]:
             raise CheckpointError(f"{path} fails its SHA-256 check: the checkpoint is corrupt, use an earlier one")
-    return untrusted.read_json(os.path.join(folder, STATE), "a checkpoint state", CORRUPT, STATE_FIELDS)
+    path = os.path.join(folder, STATE)
+    state = untrusted.read_json(path, "a checkpoint state", CORRUPT)
+    slimmed = isinstance(state, dict) and state.get("kind") == "slim"
+    return untrusted.check(state, SLIM_STATE_FIELDS if slimmed else STATE_FIELDS, path, CORRUPT)
 
 
 def read_persistables(folder):

@@ -6,7 +6,8 @@ import paddle
 from paddle.utils import unique_name
 
 import models
-from sparsity import GMPUnstructuredPruner, UnstructuredPruner, static
+from sparsity import GMPUnstructuredPruner, UnstructuredPruner, groups, ops, static
+from sparsity.channel_pruner import ChannelPruner, GMPChannelPruner
 from sparsity.ops import pir_enabled
 from suite.artefacts import weights
 from suite.data import DATASETS
@@ -47,19 +48,20 @@ class TestGraph:
     structure: dict
 
 
-def forward(model, scale, image_size, in_channels, num_classes):
-    """Inputs and logits of `model` in the current program; parameter names are the same in every process."""
+def forward(model, scale, image_size, in_channels, num_classes, widths=None):
+    """Inputs and logits of `model` (at the layer widths `widths` gives, for a slimmed model) in the current
+    program; parameter names are the same in every process."""
     images = paddle.static.data("image", [None, in_channels, image_size, image_size], "float32")
-    net = models.create(model, num_classes=num_classes, in_channels=in_channels, scale=scale, image_size=image_size)
+    net = models.create(model, num_classes=num_classes, in_channels=in_channels, scale=scale, image_size=image_size, widths=widths)
     logits = net(images)
     return Forward(images, logits, {key: value.name for key, value in net.state_dict().items()})
 
 
-def build_test(model, scale, image_size, in_channels, num_classes):
+def build_test(model, scale, image_size, in_channels, num_classes, widths=None):
     """The test program of `model` alone, with the same variable names as the training program's."""
     main, startup = paddle.static.Program(), paddle.static.Program()
     with paddle.static.program_guard(main, startup), unique_name.guard():
-        net = forward(model, scale, image_size, in_channels, num_classes)
+        net = forward(model, scale, image_size, in_channels, num_classes, widths)
         test, images, logits = clone_for_test(main, net.images, net.logits)
     return TestGraph(startup, test, images, logits, net.structure)
 
@@ -103,6 +105,8 @@ def make_pruner(cfg, program, startup, place, steps_per_epoch, structure):
     `structure` ({structural name: variable name}) lets --sparsity_config name layers as the model does.
     """
     mode, rule = config.pruning_rule(cfg)
+    if cfg.pruning_strategy != "none" and rule is None:
+        return make_channel_pruner(cfg, program, startup, place, steps_per_epoch, structure)
     common = dict(
         place=place,
         prune_params_type=cfg.prune_params_type,
@@ -123,6 +127,35 @@ def make_pruner(cfg, program, startup, place, steps_per_epoch, structure):
     return None
 
 
+def make_channel_pruner(cfg, program, startup, place, steps_per_epoch, structure):
+    """The channel-group pruner --granularity channel asks for: a ratio of the channels or --target_flops, on a
+    constant or GMP schedule."""
+    common = dict(
+        score=cfg.channel_score, target_flops=cfg.target_flops, min_channels=cfg.min_channels, channel_multiple=cfg.channel_multiple,
+        local_sparsity=cfg.local_sparsity, ratios=cfg.ratios, structural_names={var: key for key, var in structure.items()},
+        place=place, startup_program=startup,
+    )
+    ratio = None if cfg.target_flops is not None else cfg.ratio
+    try:
+        if cfg.pruning_strategy == "gmp":
+            return GMPChannelPruner(program, ratio, configs=gmp_configs(cfg, steps_per_epoch), **common)
+        return ChannelPruner(program, ratio, **common)
+    except ValueError as exc:  # the analysis refusing the model's graph, or a budget or config it cannot meet
+        where = f" (--sparsity_config {cfg.sparsity_config})" if cfg.sparsity_config else ""
+        raise ConfigError(f"--model {cfg.model} with --granularity channel{where}: {exc}") from exc
+
+
+def bn_scale_penalty(test, bn_l1):
+    """Network Slimming's term: bn_l1 x the sum of |scale| of the BatchNorms in prunable channel groups (read off
+    the forward program `test`), as an expression of the current program."""
+    prunable = groups.analyze(test).prunable
+    scales = sorted({m.param for g in prunable for m in g.members if m.role == groups.NORM_SCALE})
+    if not scales:
+        raise ConfigError("--bn_l1 needs BatchNorm layers in prunable channel groups, and this model has none")
+    handles = {p.name: p.handle for p in static.model_params(paddle.static.default_main_program())}
+    return bn_l1 * paddle.add_n([ops.total(ops.abs(handles[name])) for name in scales])
+
+
 def build(cfg, in_channels, num_classes, steps_per_epoch, place, nranks=1):
     """Training program (forward, backward, gradient all-reduce when nranks > 1, update, masking) and test program."""
     main, startup = paddle.static.Program(), paddle.static.Program()
@@ -130,10 +163,12 @@ def build(cfg, in_channels, num_classes, steps_per_epoch, place, nranks=1):
     # main.random_seed would give dropout the same mask at every step); train.py reseeds it per epoch.
     startup.random_seed = cfg.seed
     with paddle.static.program_guard(main, startup), unique_name.guard():
-        net = forward(cfg.model, cfg.scale, cfg.image_size, in_channels, num_classes)
+        net = forward(cfg.model, cfg.scale, cfg.image_size, in_channels, num_classes, cfg.widths)
         test, test_logits = clone_for_test(main, net.logits)
         labels = paddle.static.data("label", [None, 1], "int64")
         loss = paddle.nn.functional.cross_entropy(net.logits, labels).mean()
+        if cfg.bn_l1:
+            loss = loss + bn_scale_penalty(test, cfg.bn_l1)
         lr = lr_schedule(cfg, steps_per_epoch)
         optimizer = paddle.optimizer.Momentum(
             learning_rate=lr, momentum=cfg.momentum_rate, weight_decay=paddle.regularizer.L2Decay(cfg.l2_decay)
@@ -148,7 +183,7 @@ def load_test_graph(source, spec, place):
     """(TestGraph, Executor, Scope) of spec's model with the source's weights written in (strict match)."""
     paddle.enable_static()
     try:
-        graph = build_test(spec["model"], spec["scale"], spec["image_size"], spec["in_channels"], spec["num_classes"])
+        graph = build_test(spec["model"], spec["scale"], spec["image_size"], spec["in_channels"], spec["num_classes"], spec.get("widths"))
     except ValueError as exc:  # the registry refusing the model or scale, or a layer the input size leaves empty
         raise ConfigError(f"{spec['model']} x{spec['scale']} at {spec['image_size']}x{spec['image_size']} pixels with "
                           f"{spec['num_classes']} classes cannot be built ({exc}); check --model, --scale and --image_size") from exc
@@ -161,7 +196,7 @@ def load_test_graph(source, spec, place):
     return graph, exe, scope
 
 
-SPEC_KEYS = ("model", "scale", "image_size", "in_channels", "num_classes", "data", "data_dir")
+SPEC_KEYS = ("model", "scale", "image_size", "in_channels", "num_classes", "data", "data_dir", "widths")
 
 
 def resolve_spec(saved, overrides):

@@ -30,7 +30,8 @@ DEFINING_FLAGS = (
     "lr", "lr_strategy", "step_epochs", "l2_decay", "momentum_rate",
     "pruning_strategy", "pruning_mode", "ratio", "threshold", "sparse_block", "nm_pattern", "prune_params_type",
     "local_sparsity", "stable_epochs", "pruning_epochs", "tunning_epochs", "pruning_steps", "initial_ratio",
-    "granularity", "block_per_position", "channel_dim", "channel_norm", "ratios",
+    "granularity", "block_per_position", "channel_score", "target_flops", "min_channels", "channel_multiple", "bn_l1",
+    "ratios", "widths",
 )
 
 
@@ -40,11 +41,12 @@ def latest_link(model_path):
     return os.readlink(latest) if os.path.islink(latest) else None
 
 
-def find_resume_point(cfg, nranks):
+def find_resume_point(cfg, nranks, defaults=None):
     """(folder, state) of the checkpoint a training run continues from, or (None, None) for a new run.
 
     `--resume` takes MODEL_PATH/latest if there is one; `--checkpoint` names a folder. The checkpoint is
-    verified and must have been written under this IR, with the same defining flags and number of cards.
+    verified and must have been written under this IR, with the same defining flags and number of cards
+    (a flag newer than the checkpoint counts as its default, `defaults`: {flag: default}).
     """
     latest = os.path.join(cfg.model_path, LATEST)
     if cfg.resume:
@@ -61,11 +63,14 @@ def find_resume_point(cfg, nranks):
             )
         return None, None
     state = verify(folder)
+    if state.get("kind") == "slim":
+        raise CheckpointError(f"{folder} is a slimmed model (slim.py), not a training run's checkpoint: start a new run from it "
+                              f"with --pretrained_model {folder}")
     ir = "pir" if static.pir_enabled() else "legacy"
     if state.get("ir") != ir:
         raise CheckpointError(f"{folder} was written under the {state.get('ir')} IR, this run uses {ir}; set FLAGS_enable_pir_api to match")
     for name in DEFINING_FLAGS:
-        saved, now = state["flags"].get(name), getattr(cfg, name)
+        saved, now = state["flags"].get(name, (defaults or {}).get(name)), getattr(cfg, name)  # a flag newer than the checkpoint: its default
         if saved != now:
             raise CheckpointError(
                 f"{folder} is for --{name} {saved}, this run has --{name} {now}; a resumed run must keep the flags "
