@@ -1,6 +1,6 @@
 """Time ONNX models in DeepSparse 1.8 against a float ONNX Runtime reference, round-robin in this one process.
 
-Run by bench/int8_speed.py with the Python of DeepSparse's own environment (Python <= 3.11, numpy<2; its licence
+Run by bench/inference_speed.py with the Python of DeepSparse's own environment (Python <= 3.11, numpy<2; its licence
 allows evaluation only). Needs only numpy, onnxruntime and deepsparse; prints one JSON object:
 {"deepsparse_version", "ms": {name: median ms}, "native": {name: fraction of ops DeepSparse runs itself}}.
 
