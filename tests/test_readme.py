@@ -24,10 +24,10 @@ def run_example(code):
 
 
 def test_every_example_is_checked():
-    assert len(examples()) == 4
+    assert len(examples()) == 5
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(5))
 def test_example_prints_what_it_says(index):
     code = examples()[index]
     lines = run_example(code)
@@ -37,7 +37,11 @@ def test_example_prints_what_it_says(index):
         assert len(ast.literal_eval(lines[3])) == 2
     elif index == 1:  # channel rule
         assert ast.literal_eval(lines[0]) == [0.0, 1.0] and float(lines[1]) == 0.5
-    elif index == 2:  # per-layer config file
+    elif index == 2:  # channel groups
+        assert lines[0] == "True"
+        kept, channels = ast.literal_eval(lines[1])
+        assert channels == 512 and kept % 8 == 0 and 0 < kept <= channels
+    elif index == 3:  # per-layer config file
         assert ast.literal_eval(lines[0]) == {"linear_0.w_0": 0.9, "linear_2.w_0": 0.5}
         layers = ast.literal_eval(lines[1])
         assert layers["linear_0.w_0"] == pytest.approx(0.9, abs=1 / 4096) and layers["linear_2.w_0"] == pytest.approx(0.5, abs=1 / 640)
