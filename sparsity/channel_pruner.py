@@ -7,14 +7,13 @@ the host (channels.py: scores, a channel or FLOPs budget, widths the runtimes li
 ratio changes; masks then live in the graph (static) or beside the parameters (dygraph), as for
 UnstructuredPruner, through the same bindings, and are re-applied after every optimizer update.
 """
-import fnmatch
 
 import numpy as np
 
 from . import channels, checks, dygraph, flops, graph, groups, report, static
 from .pruner import _apply
 from .schedule import ConstantSchedule, GMPSchedule
-from .selection import SKIP, check_ratios
+from .selection import SKIP, check_ratios, match_names
 
 
 class ChannelPruner:
@@ -178,16 +177,8 @@ def _match_groups(prunable, ratios, names):
     """{group index: ratio or 'skip'} for the groups a per-group config names (by any producer's variable or
     structural name, exact before glob, the first glob listed winning); a key matching none is an error."""
     ratios = check_ratios(ratios or {})
-    matched, used = {}, set()
-    for g in prunable:
-        candidates = [n for m in g.producers for n in (m.param, names.get(m.param))]
-        candidates = [n for n in candidates if n]
-        exact = [key for key in ratios if key in candidates]
-        globs = [key for key in ratios if any(fnmatch.fnmatchcase(n, key) for n in candidates)]
-        used.update(exact, globs)
-        if exact or globs:
-            matched[g.index] = ratios[(exact or globs)[0]]
-    unused = [key for key in ratios if key not in used]
+    candidates = {g.index: [n for m in g.producers for n in (m.param, names.get(m.param)) if n] for g in prunable}
+    matched, unused = match_names(ratios, candidates)
     if unused:
         shown = ", ".join(names.get(g.name, g.name) for g in prunable[:6])
         raise ValueError(f"channel config entry {unused[0]!r} names no prunable channel group; groups are named by their "

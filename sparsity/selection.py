@@ -125,15 +125,8 @@ def match_ratios(params, ratios=None, structural_names=None):
     """
     ratios = check_ratios(ratios or {})
     structural_names = structural_names or {}
-    used, matched = set(), {}
-    for p in params:
-        names = [p.name] + ([structural_names[p.name]] if p.name in structural_names else [])
-        exact = [key for key in ratios if key in names]
-        globs = [key for key in ratios if any(fnmatch.fnmatchcase(n, key) for n in names)]
-        used.update(exact, globs)
-        if exact or globs:
-            matched[p.name] = ratios[(exact or globs)[0]]
-    unused = [key for key in ratios if key not in used]
+    names = {p.name: [p.name] + ([structural_names[p.name]] if p.name in structural_names else []) for p in params}
+    matched, unused = match_names(ratios, names)
     if unused:
         shown = ", ".join(f"{p.name} ({structural_names[p.name]})" if p.name in structural_names else p.name for p in params[:6])
         raise ValueError(
@@ -141,3 +134,16 @@ def match_ratios(params, ratios=None, structural_names=None):
             + (f" and {len(params) - 6} more" if len(params) > 6 else "")
         )
     return matched
+
+
+def match_names(ratios, candidates):
+    """({unit: ratio} for each unit one of whose `candidates[unit]` names a key of `ratios` names, [keys matching
+    no unit]): an exact name beats a glob, and among globs the first listed wins."""
+    matched, used = {}, set()
+    for unit, names in candidates.items():
+        exact = [key for key in ratios if key in names]
+        globs = [key for key in ratios if any(fnmatch.fnmatchcase(n, key) for n in names)]
+        used.update(exact, globs)
+        if exact or globs:
+            matched[unit] = ratios[(exact or globs)[0]]
+    return matched, [key for key in ratios if key not in used]
