@@ -246,31 +246,32 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in results if r["precision"] == "float32" and r["runtime"] in ("paddle", "onnxruntime")]
+    rows = [r for r in results if r["precision"] == "float32" and r["runtime"] in ("paddle", "onnxruntime") and r["threads"] == 1]
     models = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 5.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 5.6), squeeze=False)
     for ax, model in zip(axes[0], models):
         for runtime, color in (("paddle", "tab:blue"), ("onnxruntime", "tab:orange")):
-            for batch, threads in sorted({(r["batch"], r["threads"]) for r in rows if r["model"] == model}):
-                mine = [r for r in rows if (r["model"], r["runtime"], r["batch"], r["threads"]) == (model, runtime, batch, threads)]
-                style = "-" if (batch, threads) == (1, 1) else ":"
-                for kind, marker in (("slim", "o"), ("uniform", "s")):
+            name = "Paddle Inference" if runtime == "paddle" else "ONNX Runtime"
+            for batch in sorted({r["batch"] for r in rows if r["model"] == model}):
+                mine = [r for r in rows if (r["model"], r["runtime"], r["batch"]) == (model, runtime, batch)]
+                kinds = (("slim", "o"), ("uniform", "s")) if batch == 1 else (("slim", "o"),)  # uniform at batch 1 only: fewer lines
+                for kind, marker in kinds:
                     line = sorted([r for r in mine if r["variant"].startswith(kind) or r["variant"] == "dense"], key=lambda r: r["flops_ratio"])
-                    label = f"{'Paddle Inference' if runtime == 'paddle' else 'ONNX Runtime'}, {kind}, batch {batch}, {threads} thread(s)"
-                    ax.plot([r["flops_ratio"] for r in line], [r["median_ratio"] for r in line], style, color=color,
-                            alpha=0.95 if kind == "slim" else 0.45, marker=marker, markersize=5, label=label)
+                    ax.plot([r["flops_ratio"] for r in line], [r["median_ratio"] for r in line], "-" if batch == 1 else ":", color=color,
+                            alpha=0.95 if kind == "slim" else 0.4, marker=marker, markersize=5, label=f"{name}, {kind}, batch {batch}")
                 for r in mine:
-                    if r["variant"].startswith("u") and not r["variant"].startswith("uniform"):
+                    if batch == 1 and r["variant"].startswith("u") and not r["variant"].startswith("uniform"):
                         ax.plot(r["flops_ratio"], r["median_ratio"], "x", color=color, markersize=8)
         ax.plot([0, 1], [0, 1], color="gray", linewidth=0.8, linestyle="--")
-        ax.set_title(f"{model} at {SIZE}x{SIZE}, float32: latency against FLOPs (dense = 1)\n"
-                     "o slim (global choice), s uniform, x unstructured 75% / 90% (at dense FLOPs); dashed: proportional", fontsize=9)
+        ax.set_title(f"{model} at {SIZE}x{SIZE}, float32, 1 thread", fontsize=10)
         ax.set_xlabel("FLOPs relative to dense")
         ax.set_ylabel("median latency relative to dense, same runtime")
         ax.set_xlim(0, 1.05)
         ax.set_ylim(0, 1.25)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6.5, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("o slim (the suite's global choice), s uniform (one ratio per group), x unstructured 75% / 90% (dense FLOPs, "
+                 "batch 1); dashed grey: latency proportional to FLOPs", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
