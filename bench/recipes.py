@@ -198,10 +198,14 @@ def plot_slim(rows, dense, path):
     fig, ax = plt.subplots(figsize=(9, 5))
     if dense:
         ax.axhline(100 * dense["top1"], color="gray", linestyle="--", label="dense (the same epochs, no pruning)")
-    for r in rows:
+    labels = []  # (x, y) of the points labelled so far: a label near another one goes below it
+    for r in sorted(rows, key=lambda r: -r["top1"]):
         ours = not r["row"].startswith("paddleslim")
-        ax.plot(r["flops"] / r["dense_flops"], 100 * r["top1"], "o" if ours else "s", markersize=9, color="tab:blue" if ours else "tab:orange")
-        ax.annotate(r["row"], (r["flops"] / r["dense_flops"], 100 * r["top1"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        x, y = r["flops"] / r["dense_flops"], 100 * r["top1"]
+        ax.plot(x, y, "o" if ours else "s", markersize=9, color="tab:blue" if ours else "tab:orange")
+        offset = 4 - 11 * sum(abs(x - lx) < 0.03 and abs(y - ly) < 0.25 for lx, ly in labels)
+        labels.append((x, y))
+        ax.annotate(r["row"], (x, y), textcoords="offset points", xytext=(8, offset), fontsize=8)
     ax.plot([], [], "o", color="tab:blue", label="this suite: channel groups, slimmed")
     ax.plot([], [], "s", color="tab:orange", label="PaddleSlim 2.6.0 filter pruners, uniform ratio")
     ax.set_xlabel("FLOPs relative to the dense model")
