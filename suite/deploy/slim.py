@@ -39,17 +39,12 @@ def kept_channels(channels, arrays, names):
     every member slice is zero. Raises ConfigError when the zeros do not form whole groups."""
     kept = {}
     for g in channels.prunable:
-        dead = np.ones(g.channels, bool)
-        dead_filters = np.ones(g.channels, bool)
-        for m in g.masked_members():
-            moved = np.moveaxis(arrays[m.param], m.axis, 0)
-            zero = ~np.any(moved.reshape(g.channels, -1) != 0, axis=1)
-            dead &= zero
-            if m.role == groups.PRODUCER:
-                dead_filters &= zero
+        zeros = [(m, ~np.any(np.moveaxis(arrays[m.param], m.axis, 0).reshape(g.channels, -1) != 0, axis=1)) for m in g.masked_members()]
+        dead = np.logical_and.reduce([zero for _, zero in zeros] or [np.ones(g.channels, bool)])
+        dead_filters = np.logical_and.reduce([zero for m, zero in zeros if m.role == groups.PRODUCER] or [np.ones(g.channels, bool)])
         partial = np.flatnonzero(dead_filters & ~dead)
         if partial.size:
-            live = next(m for m in g.masked_members() if np.any(np.take(np.moveaxis(arrays[m.param], m.axis, 0).reshape(g.channels, -1), partial[:1], axis=0) != 0))
+            live = next(m for m, zero in zeros if not zero[partial[0]])
             raise ConfigError(
                 f"the zeros do not form whole channel groups: channel {int(partial[0])} of group {names.get(g.name, g.name)} has zero filters "
                 f"but {names.get(live.param, live.param)} still reads or shifts it ({partial.size} such channel(s) in that group); "
